@@ -1,0 +1,129 @@
+"""The `mnist-lab` command: train, evaluate, predict, models, runs.
+
+Every bad input ends in one line on stderr and exit code 2 (UserError or an argparse error);
+nothing is written to the store unless a run finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from . import __version__
+from .config import TrainConfig
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parse_kv(text: str) -> tuple[str, object]:
+    """'hidden=128' -> ('hidden', 128); values parse as JSON when they can."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, help text and default taken from the dataclass."""
+    for f in dataclasses.fields(TrainConfig):
+        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.name == "model_kwargs":
+            p.add_argument("--model-arg", dest="model_kwargs", action="append", default=[],
+                           type=_parse_kv, metavar="KEY=VALUE", help=help_)
+        elif f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=help_)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            p.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"),
+                           help=f"{help_} (default: {f.default})")
+
+
+def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    if data:
+        p.add_argument("--data-dir", help="folder with the dataset files, or holding "
+                       "mnist/ and fashion-mnist/ (else $MNIST_LAB_DATA, the cache, a download)")
+    p.add_argument("--runs-dir", help="results store folder (default: $MNIST_LAB_RUNS or ./runs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line interface."""
+    parser = _Parser(prog="mnist-lab", description="Run, compare and explain experiments on "
+                     "MNIST-family digit classification.")
+    parser.add_argument("--version", action="version", version=f"mnist-lab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one model and store the run",
+                       description="Train one model on real data; store the run record and "
+                       "checkpoint. Defaults: the compact CNN (< 8k params) recipe, ~99.4% test accuracy.")
+    _add_config_flags(p)
+    _common(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test set",
+                       description="Evaluate a checkpoint on the test set of its dataset.")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint written by train")
+    _common(p)
+
+    p = sub.add_parser("predict", help="classify PNG/JPEG images of digits",
+                       description="Classify images (photos or scans of a digit, any polarity). "
+                       "Each is preprocessed as MNIST was made: grayscale, invert dark-on-light, "
+                       "crop, fit into 20x20, centre by mass in 28x28.")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--checkpoint", help="checkpoint to use (default: best stored run)")
+    _common(p, data=False)
+
+    p = sub.add_parser("models", help="list the model zoo with parameter counts")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    p = sub.add_parser("runs", help="list stored runs, or show one",
+                       description="List stored runs (newest last), or show one by id prefix.")
+    p.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    p.add_argument("run_id", nargs="?", help="run id (or unique prefix) for `show`")
+    p.add_argument("--study", help="only runs of this study")
+    _common(p, data=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    from . import commands  # heavy imports (torch) only once the command line is valid
+
+    try:
+        return commands.COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"mnist-lab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mnist-lab: interrupted; nothing of the unfinished run was stored", file=sys.stderr)
+        return 130
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from parsed `train` flags."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["model_kwargs"] = dict(args.model_kwargs)
+    return TrainConfig(**values)
+
+
+def write_json(obj: object) -> None:
+    """One JSON object on stdout."""
+    json.dump(obj, sys.stdout, default=str)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

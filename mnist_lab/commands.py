@@ -1,0 +1,144 @@
+"""What each CLI command does, given its parsed arguments; returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from .cli import config_from_args, write_json
+from .data import DATASETS, load
+from .errors import UserError
+from .models import count_params, create_model, list_models, model_entry
+from .preprocess import load_image, to_mnist
+from .store import Store, load_checkpoint, save_checkpoint
+from .train import evaluate, resolve_device, train
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one run, save its checkpoint, store its record."""
+    cfg = config_from_args(args).validate()
+    model_entry(cfg.model)  # unknown model: fail before loading anything
+    data = load(cfg.dataset, args.data_dir)
+    store = Store(args.runs_dir)
+    record, model = train(cfg, data, progress=not (args.no_progress or args.json))
+    if isinstance(model, torch.nn.Module) and record["status"] == "complete":
+        path = store.checkpoint_path(record["id"])
+        save_checkpoint(path, model, cfg)
+        record["checkpoint"] = str(path)
+    store.add(record)
+    if args.json:
+        write_json(record)
+    else:
+        print(f"run {record['id']}: {record['status']}, {record['model']} "
+              f"({record['params']:,} params), test accuracy {_pct(record['test_accuracy'])} "
+              f"(best {_pct(record['best_test_accuracy'])}), {record['wall_seconds']:.1f} s")
+        if record.get("checkpoint"):
+            print(f"checkpoint: {record['checkpoint']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on its dataset's test set."""
+    from .metrics import classification_metrics
+
+    model, cfg = load_checkpoint(args.checkpoint)
+    data = load(cfg.dataset, args.data_dir)
+    device = resolve_device("auto")
+    loss, acc, pred = evaluate(model.to(device), data.test, data.info.mean, data.info.std, device)
+    metrics = classification_metrics(data.test.labels.numpy(), pred)
+    result = {"checkpoint": args.checkpoint, "model": cfg.model, "dataset": cfg.dataset,
+              "test_loss": loss, "test_accuracy": acc, "params": count_params(model), **metrics}
+    if args.json:
+        write_json(result)
+        return 0
+    print(f"{cfg.model} on {cfg.dataset} test: accuracy {_pct(acc)}, loss {loss:.4f}, "
+          f"macro F1 {metrics['macro_f1']:.4f}")
+    pairs = ", ".join(f"{p['true']}→{p['pred']} ({p['count']})" for p in metrics["most_confused"])
+    print(f"most confused (true→predicted): {pairs}")
+    return 0
+
+
+def _best_checkpoint(store: Store) -> str:
+    runs = [r for r in store.runs(status="complete") if r.get("checkpoint")]
+    if not runs:
+        raise UserError(f"no stored checkpoint in {store.root}; train one or pass --checkpoint")
+    return max(runs, key=lambda r: r["test_accuracy"] or 0)["checkpoint"]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify image files with a checkpoint (default: the best stored run)."""
+    images = [to_mnist(load_image(path)) for path in args.images]  # all checked before output
+    checkpoint = args.checkpoint or _best_checkpoint(Store(args.runs_dir))
+    model, cfg = load_checkpoint(checkpoint)
+    info = DATASETS[cfg.dataset]
+    x = torch.from_numpy(np.stack(images)).unsqueeze(1).float().div(255)
+    with torch.inference_mode():
+        probs = torch.softmax(model((x - info.mean) / info.std).float(), dim=1).numpy()
+    results = [{"file": path, "digit": int(p.argmax()), "probabilities": p.round(6).tolist()}
+               for path, p in zip(args.images, probs, strict=False)]
+    if args.json:
+        write_json({"checkpoint": checkpoint, "predictions": results})
+        return 0
+    for r in results:
+        top = " ".join(f"{d}:{p:.2f}" for d, p in enumerate(r["probabilities"]))
+        print(f"{r['file']}: {r['digit']} ({r['probabilities'][r['digit']]:.1%})  [{top}]")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the model zoo."""
+    from .models import model_entry as entry
+
+    rows = []
+    for name in list_models():
+        e = entry(name)
+        params = count_params(create_model(name)) if e.kind == "torch" else None
+        rows.append({"name": name, "kind": e.kind, "params": params, "source": e.source})
+    if args.json:
+        write_json({"models": rows})
+        return 0
+    for r in rows:
+        params = f"{r['params']:>11,}" if r["params"] is not None else f"{'(fitted)':>11}"
+        print(f"{r['name']:<16} {r['kind']:<9} {params}  {r['source']}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List stored runs, or show one."""
+    store = Store(args.runs_dir)
+    if args.action == "show":
+        if not args.run_id:
+            raise UserError("runs show needs a run id")
+        record = store.get(args.run_id)
+        if args.json:
+            write_json(record)
+            return 0
+        keys = ("id", "status", "model", "dataset", "params", "test_accuracy",
+                "best_test_accuracy", "epochs_run", "wall_seconds", "checkpoint", "created")
+        for k in keys:
+            print(f"{k:>20}: {record.get(k)}")
+        for h in record["history"]:
+            print(f"  epoch {h['epoch']:>3}: train {_pct(h.get('train_acc'))} "
+                  f"test {_pct(h.get('test_acc'))} loss {h.get('train_loss') or 0:.4f}")
+        return 0
+    records = store.runs(study=args.study)
+    if args.json:
+        write_json({"runs": records})
+        return 0
+    for r in records:
+        print(f"{r['id']}  {r['status']:<9} {r['model']:<16} {r['dataset']:<14} "
+              f"{_pct(r['test_accuracy']):>7}  {r['wall_seconds'] or 0:8.1f} s  "
+              f"{r.get('study') or ''}")
+    print(f"{len(records)} run(s) in {store.root}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "models": cmd_models, "runs": cmd_runs}

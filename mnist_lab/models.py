@@ -1,0 +1,201 @@
+"""Model zoo: every model of the reference studies, behind one registry.
+
+`create_model(name, **kw)` builds a model, `list_models()` names them. Torch models take
+[N, 1, 28, 28] normalised images and return [N, 10] logits (or log-probabilities, see
+`cnn_aug`); classical models are scikit-learn estimators on flattened pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, kind and where it comes from."""
+
+    name: str
+    build: Callable[..., object]
+    kind: str  # "torch" or "classical"
+    source: str  # the reference study or document it reproduces
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(kind: str = "torch", source: str = "") -> Callable:
+    """Decorator: add a builder to the registry under its function name."""
+    def wrap(fn: Callable) -> Callable:
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, kind, source)
+        return fn
+    return wrap
+
+
+def list_models(kind: str | None = None) -> list[str]:
+    """Registered model names, optionally only of one kind."""
+    return [n for n, e in _REGISTRY.items() if kind is None or e.kind == kind]
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry for `name`, or a UserError naming the choices."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown model {name!r}; choose from {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kw) -> object:
+    """Build a registered model; keyword arguments go to its builder."""
+    try:
+        return model_entry(name).build(**kw)
+    except TypeError as e:
+        raise UserError(f"model {name!r}: bad argument ({e})") from None
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------- linear and fully connected
+
+@register_model(source="linear-mlp: softmax regression")
+def softmax(num_classes: int = 10) -> nn.Module:
+    """Softmax (multinomial logistic) regression on raw pixels: 7,850 parameters."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+
+
+@register_model(source="linear-mlp: 2-layer MLP")
+def mlp(hidden: int = 256, dropout: float = 0.0, num_classes: int = 10) -> nn.Module:
+    """Two-layer perceptron 784 -> hidden -> 10."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, num_classes))
+
+
+@register_model(source="model-comparison: FCNN")
+def fcnn(dropout: float = 0.2, num_classes: int = 10) -> nn.Module:
+    """Fully connected network 784 -> 512 -> 256 -> 10 with dropout."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(512, 256), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(256, num_classes))
+
+
+# ---------------------------------------------------------------- plain CNNs
+
+def _conv_relu_pool(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+
+
+@register_model(source="model-comparison: CNN")
+def cnn(num_classes: int = 10) -> nn.Module:
+    """One conv layer (32 channels) + pool, then FC 128: the comparison study's CNN."""
+    return nn.Sequential(*_conv_relu_pool(1, 32), nn.Flatten(),
+                         nn.Linear(32 * 14 * 14, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+
+@register_model(source="model-comparison: simple CNN (one more conv + pool)")
+def simple_cnn(num_classes: int = 10) -> nn.Module:
+    """`cnn` with a second conv layer (64 channels) followed by pooling."""
+    return nn.Sequential(*_conv_relu_pool(1, 32), *_conv_relu_pool(32, 64), nn.Flatten(),
+                         nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+
+@register_model(source="augmentation report: 32->64 conv + FC128, LogSoftmax/NLL")
+def cnn_aug(num_classes: int = 10) -> nn.Module:
+    """Conv 32 -> conv 64 -> pool -> FC 128 -> LogSoftmax.
+
+    It outputs log-probabilities; cross-entropy on them equals NLL (log_softmax is idempotent),
+    so it trains with the same loss as every other model.
+    """
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(64 * 14 * 14, 128), nn.ReLU(),
+                         nn.Linear(128, num_classes), nn.LogSoftmax(dim=1))
+
+
+@register_model(source="pytorch/examples mnist (reference-size CNN, ~1.2M params)")
+def pytorch_example(num_classes: int = 10) -> nn.Module:
+    """The CNN of pytorch/examples/mnist: two 3x3 convs, pool, dropout, FC 128."""
+    return nn.Sequential(nn.Conv2d(1, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+                         nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(128, num_classes))
+
+
+# ---------------------------------------------------------------- compact CNNs (three steps)
+
+def _block(cin: int, cout: int, k: int, dropout: float, padding: int = 0) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=padding, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(), nn.Dropout(dropout))
+
+
+class CompactCNN(nn.Module):
+    """Unpadded 3x3 conv blocks (BN, ReLU, dropout), one pool, a 1x1 transition, GAP head.
+
+    28 -> 26 -> 24 -> pool 12 -> 1x1 -> 10 -> 8 -> 6 -> GAP -> 1x1 conv to classes. Keeping the
+    first layers narrow is what keeps both parameters and FLOPs low: the 24x24 layers dominate.
+    """
+
+    def __init__(self, channels: tuple[int, ...], dropout: float = 0.0, num_classes: int = 10):
+        super().__init__()
+        c1, c2, t, c3, c4, c5 = channels
+        self.features = nn.Sequential(
+            _block(1, c1, 3, dropout), _block(c1, c2, 3, dropout), nn.MaxPool2d(2),
+            _block(c2, t, 1, 0.0), _block(t, c3, 3, dropout), _block(c3, c4, 3, dropout),
+            _block(c4, c5, 3, 0.0))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                  nn.Conv2d(c5, num_classes, 1, bias=False), nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register_model(source="compact-cnn step 1: basic setup + batch norm (~9.8k)")
+def compact_step1(num_classes: int = 10) -> nn.Module:
+    """Step 1: wider blocks with batch norm, no dropout: 9,8xx parameters."""
+    return CompactCNN((10, 16, 10, 18, 18, 20), 0.0, num_classes)
+
+
+@register_model(source="compact-cnn step 2: dropout + GAP (~7.5k)")
+def compact_step2(dropout: float = 0.05, num_classes: int = 10) -> nn.Module:
+    """Step 2: slimmer, dropout after each block, global average pooling: < 8k parameters."""
+    return CompactCNN((8, 16, 9, 16, 16, 16), dropout, num_classes)
+
+
+@register_model(source="compact-cnn step 3: + rotation augmentation + LR schedule (~7.4k)")
+def compact_step3(dropout: float = 0.05, num_classes: int = 10) -> nn.Module:
+    """Step 3: the step-2 design with a narrower transition: 7,432 parameters."""
+    return CompactCNN((8, 16, 8, 16, 16, 16), dropout, num_classes)
+
+
+# ---------------------------------------------------------------- over-parameterised CNN
+
+@register_model(source="weight-decay study: 1->64->128->256, BN, ReLU, two max-pools")
+def overparam_cnn(num_classes: int = 10) -> nn.Module:
+    """Over-parameterised CNN (~3.6M parameters) for the weight-decay study."""
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(*block(1, 64), *block(64, 128), nn.MaxPool2d(2),
+                         *block(128, 256), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(256 * 7 * 7, 256), nn.ReLU(), nn.Linear(256, num_classes))
+
+
+# ---------------------------------------------------------------- classical (scikit-learn)
+
+@register_model(kind="classical", source="model-comparison: logistic regression")
+def logreg(c: float = 1.0, max_iter: int = 100) -> object:
+    """Multinomial logistic regression (lbfgs) on normalised pixels; c is sklearn's C."""
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(C=c, max_iter=max_iter, tol=1e-3)
+
+
+@register_model(kind="classical", source="model-comparison: random forest")
+def random_forest(n_estimators: int = 100, seed: int = 0, n_jobs: int = -1) -> object:
+    """Random forest of 100 trees on raw pixels."""
+    from sklearn.ensemble import RandomForestClassifier
+    return RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs)

@@ -1,0 +1,140 @@
+"""Results store: one SQLite database of run records, plus safetensors checkpoints beside it.
+
+A run is written in one transaction when it ends (complete, diverged or failed), so a crash
+never leaves half a run. WAL mode and a busy timeout let several processes write at once.
+Checkpoints are safetensors files (weights only; loading never executes code) whose metadata
+holds the config needed to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .config import TrainConfig
+from .errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,            -- TrainConfig.key(): equal configs, same experiment
+    study TEXT,                   -- study name, NULL for single runs
+    status TEXT NOT NULL,         -- complete | diverged | failed
+    model TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    test_accuracy REAL,
+    created TEXT NOT NULL,
+    record TEXT NOT NULL          -- the whole run record as JSON
+);
+CREATE INDEX IF NOT EXISTS runs_key ON runs (key);
+CREATE INDEX IF NOT EXISTS runs_study ON runs (study);
+"""
+
+
+def default_runs_dir() -> Path:
+    """$MNIST_LAB_RUNS, else ./runs."""
+    return Path(os.environ.get("MNIST_LAB_RUNS", "runs"))
+
+
+def _json_safe(value):
+    """NaN/inf are not JSON; store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class Store:
+    """Run records in `<root>/runs.db`, checkpoints in `<root>/checkpoints/`."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_runs_dir()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.root / "runs.db", timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise UserError(f"cannot open the results store in {self.root}: {e}") from None
+
+    def checkpoint_path(self, run_id: str) -> Path:
+        """Where the checkpoint of a run lives."""
+        return self.root / "checkpoints" / f"{run_id}.safetensors"
+
+    def add(self, record: dict, study: str | None = None) -> None:
+        """Insert one finished run atomically."""
+        record = _json_safe(dict(record, study=study))
+        try:
+            with self.db:  # one transaction
+                self.db.execute(
+                    "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (record["id"], record["key"], study, record["status"], record["model"],
+                     record["dataset"], record["test_accuracy"], record["created"],
+                     json.dumps(record)))
+        except sqlite3.Error as e:
+            raise UserError(f"cannot write to the results store {self.root}: {e}") from None
+
+    def runs(self, study: str | None = None, status: str | None = None) -> list[dict]:
+        """Run records, oldest first, optionally filtered."""
+        sql, args = "SELECT record FROM runs WHERE 1=1", []
+        if study is not None:
+            sql, args = sql + " AND study = ?", args + [study]
+        if status is not None:
+            sql, args = sql + " AND status = ?", args + [status]
+        return [json.loads(r) for (r,) in self.db.execute(sql + " ORDER BY created, id", args)]
+
+    def get(self, run_id: str) -> dict:
+        """One record by id or unique id prefix."""
+        rows = self.db.execute("SELECT record FROM runs WHERE id LIKE ? || '%'",
+                               (run_id,)).fetchall()
+        if len(rows) != 1:
+            raise UserError(f"{'no' if not rows else 'more than one'} run matches {run_id!r}")
+        return json.loads(rows[0][0])
+
+    def done_keys(self, study: str | None = None) -> set[str]:
+        """Keys of runs that need no re-run (complete or diverged; failed ones are retried)."""
+        sql = "SELECT key FROM runs WHERE status IN ('complete', 'diverged')"
+        args: list = []
+        if study is not None:
+            sql, args = sql + " AND study = ?", [study]
+        return {k for (k,) in self.db.execute(sql, args)}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Write weights + config atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"mnist_lab_config": json.dumps(cfg.to_dict())})
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write checkpoint {path}: {e}") from None
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
+    """Rebuild a model from a checkpoint; a file that is not one gives a UserError."""
+    from .train import build_model  # train imports store's users; keep the graph acyclic
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        cfg = TrainConfig.from_dict(json.loads(meta["mnist_lab_config"]))
+        model = build_model(cfg)
+        model.load_state_dict(load_file(str(path)))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such checkpoint") from None
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path}: not an mnist-lab checkpoint ({type(e).__name__})") from None
+    return model.eval(), cfg

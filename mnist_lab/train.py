@@ -1,0 +1,286 @@
+"""Training and evaluation of one run: the fast path every command and study uses.
+
+The dataset sits on the device as uint8; each step draws a random index batch, converts,
+augments and normalises it as one tensor, and takes an optimiser step. No DataLoader, no
+per-sample Python. The function returns a run record (plain dict) and the trained model;
+storing them is the caller's business (see store.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import PROCESS_START
+from .augment import Augment, prepare
+from .config import TrainConfig
+from .data import Dataset, Split, balanced_subset, holdout
+from .envinfo import environment
+from .errors import UserError
+from .metrics import classification_metrics
+from .models import count_params, create_model, model_entry
+
+EVAL_BATCH = 2000  # large batches: evaluation has no gradients, so memory is no concern
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Pure schedule: the learning rate for optimiser step `step` (0-based)."""
+    if cfg.scheduler == "none":
+        return cfg.lr
+    if cfg.scheduler == "step":
+        return cfg.lr * cfg.gamma ** (step // steps_per_epoch // cfg.step_size)
+    t = step / max(1, total_steps - 1)
+    if cfg.scheduler == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    # onecycle: linear warm-up from lr/25, then cosine annealing to zero. The warm-up lets a
+    # high peak rate be used safely; the long anneal is where most accuracy is gained.
+    if t < cfg.warmup:
+        return cfg.lr * (0.04 + 0.96 * t / cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (t - cfg.warmup) / (1 - cfg.warmup)))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU; an explicit name must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda[:N] or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise UserError(f"device {name!r} is not available on this machine")
+    return device
+
+
+def make_splits(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None]:
+    """Training split after the optional validation hold-out and class-balanced subset."""
+    train, val = data.train, None
+    if cfg.val_size:
+        train, val = holdout(train, cfg.val_size, cfg.seed)
+    if cfg.subset:
+        train = balanced_subset(train, cfg.subset, cfg.seed)
+    return train, val
+
+
+def build_model(cfg: TrainConfig) -> object:
+    """The model the config names, with --dropout and the seed passed where it applies."""
+    kw = dict(cfg.model_kwargs)
+    params = inspect.signature(model_entry(cfg.model).build).parameters
+    if cfg.dropout >= 0:
+        if "dropout" not in params:
+            raise UserError(f"model {cfg.model!r} has no dropout to set")
+        kw["dropout"] = cfg.dropout
+    if "seed" in params:
+        kw.setdefault("seed", cfg.seed)
+    return create_model(cfg.model, **kw)
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser the config names; lr is overwritten every step by the schedule."""
+    params, wd = model.parameters(), cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
+    return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=wd)
+
+
+def weight_norm(model: nn.Module) -> float:
+    """L2 norm of all parameters taken together."""
+    return float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in model.parameters())))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, split: Split, mean: float, std: float,
+             device: torch.device) -> tuple[float, float, np.ndarray]:
+    """(mean loss, accuracy, predictions) of the model on a split."""
+    model.eval()
+    loss, preds = 0.0, []
+    for i in range(0, len(split), EVAL_BATCH):
+        x = prepare(split.images[i:i + EVAL_BATCH].to(device), mean, std)
+        out = model(x).float()
+        y = split.labels[i:i + EVAL_BATCH].to(device)
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        preds.append(out.argmax(1).cpu())
+    pred = torch.cat(preds).numpy()
+    return loss / len(split), float((pred == split.labels.numpy()).mean()), pred
+
+
+class _Trainer:
+    """State of one torch run while it trains; `run()` is the only entry point."""
+
+    def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device):
+        self.cfg, self.data, self.device = cfg, data, device
+        self.mean, self.std = data.info.mean, data.info.std
+        self.train_split, self.val_split = make_splits(cfg, data)
+        self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(device)
+        self.opt = make_optimizer(cfg, self.model)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.images = self.train_split.images.to(device)
+        self.labels = self.train_split.labels.to(device)
+        self.steps_per_epoch = math.ceil(len(self.train_split) / cfg.batch_size)
+        self.step = 0
+
+    def train_epoch(self, bar: tqdm) -> tuple[float, float, float]:
+        """One pass in random order: (mean loss, accuracy, last lr); NaN loss if diverged."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        total = cfg.epochs * self.steps_per_epoch
+        weights = [p for p in model.parameters() if p.ndim > 1]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        perm = torch.randperm(len(self.labels), generator=self.gen).to(self.device)
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            lr = learning_rate(cfg, self.step, total, self.steps_per_epoch)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            x = prepare(self.images[idx], self.mean, self.std, self.aug, self.gen)
+            y = self.labels[idx]
+            out = model(x)
+            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+            penalty = cfg.l2 * sum((w ** 2).sum() for w in weights) if cfg.l2 else 0.0
+            self.opt.zero_grad(set_to_none=True)
+            (loss + penalty).backward()
+            self.opt.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (out.argmax(1) == y).sum()
+            self.step += 1
+            bar.update(1)
+            if not math.isfinite(loss.item()):
+                return math.nan, math.nan, lr
+        n = len(perm)
+        return float(loss_sum) / n, float(correct) / n, lr
+
+    def run(self, progress: bool) -> dict:
+        """Train for cfg.epochs (or until the target / divergence); return the run record."""
+        cfg, history, status = self.cfg, [], "complete"
+        started, train_s, eval_s, eval_n = time.perf_counter(), 0.0, 0.0, 0
+        seconds_to_target, pred = None, None
+        bar = tqdm(total=cfg.epochs * self.steps_per_epoch, disable=not progress,
+                   desc=cfg.model, unit="step", dynamic_ncols=True, leave=False)
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            train_loss, train_acc, lr = self.train_epoch(bar)
+            t1 = time.perf_counter()
+            train_s += t1 - t0
+            if not math.isfinite(train_loss):
+                status = "diverged"
+                break
+            entry = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+            if self.val_split is not None:
+                entry["val_loss"], entry["val_acc"], _ = evaluate(
+                    self.model, self.val_split, self.mean, self.std, self.device)
+                eval_n += len(self.val_split)
+            entry["test_loss"], entry["test_acc"], pred = evaluate(
+                self.model, self.data.test, self.mean, self.std, self.device)
+            eval_n += len(self.data.test)
+            eval_s += time.perf_counter() - t1
+            entry |= {"gap": train_acc - entry["test_acc"], "weight_norm": weight_norm(self.model),
+                      "lr": lr, "seconds": t1 - t0}
+            history.append(entry)
+            if progress:
+                bar.write(_epoch_line(entry, cfg.epochs))
+            if cfg.stop_at_accuracy and entry["test_acc"] >= cfg.stop_at_accuracy:
+                seconds_to_target = time.perf_counter() - PROCESS_START
+                break
+        bar.close()
+        timing = {"wall_seconds": time.perf_counter() - started,
+                  "train_images_per_s": self.step * cfg.batch_size / train_s if train_s else None,
+                  "infer_images_per_s": eval_n / eval_s if eval_s else None,
+                  "seconds_to_target": seconds_to_target}
+        return make_record(cfg, status, count_params(self.model), history, pred,
+                           self.data.test, timing, self.device)
+
+
+def _epoch_line(h: dict, epochs: int) -> str:
+    val = f" | val {h['val_acc']:.2%}" if "val_acc" in h else ""
+    return (f"epoch {h['epoch']:>2}/{epochs}  train loss {h['train_loss']:.4f} "
+            f"acc {h['train_acc']:.2%}{val} | test loss {h['test_loss']:.4f} "
+            f"acc {h['test_acc']:.2%} | {h['seconds']:.1f} s")
+
+
+def make_record(cfg: TrainConfig, status: str, params: int, history: list[dict],
+                pred: np.ndarray | None, test: Split, timing: dict,
+                device: torch.device) -> dict:
+    """The run record stored and printed by `--json`: config, environment, results."""
+    last = history[-1] if history else {}
+    metrics = classification_metrics(test.labels.numpy(), pred) if pred is not None else None
+    record = {
+        "id": datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
+        "key": cfg.key(), "status": status, "model": cfg.model, "dataset": cfg.dataset,
+        "params": params,
+        "test_accuracy": last.get("test_acc"), "test_loss": last.get("test_loss"),
+        "train_accuracy": last.get("train_acc"), "val_accuracy": last.get("val_acc"),
+        "best_test_accuracy": max((h["test_acc"] for h in history), default=None),
+        "best_train_accuracy": max((h["train_acc"] for h in history), default=None),
+        "epochs_run": len(history), "target": cfg.stop_at_accuracy or None,
+        "reached_target": timing["seconds_to_target"] is not None, **timing,
+        "metrics": metrics, "history": history, "config": cfg.to_dict(),
+        "env": environment(device, cfg.threads),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return record
+
+
+def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
+    """Fit a scikit-learn model on flattened normalised pixels; one 'epoch' of history."""
+    train, val = make_splits(cfg, data)
+    model = build_model(cfg)
+
+    def features(split: Split) -> np.ndarray:
+        return prepare(split.images, data.info.mean, data.info.std).flatten(1).numpy()
+
+    started = time.perf_counter()
+    model.fit(features(train), train.labels.numpy())
+    fit_s = time.perf_counter() - started
+    t0 = time.perf_counter()
+    pred = model.predict(features(data.test))
+    infer_s = time.perf_counter() - t0
+    entry = {"epoch": 1, "train_acc": float(model.score(features(train), train.labels.numpy())),
+             "test_acc": float((pred == data.test.labels.numpy()).mean()), "seconds": fit_s}
+    if val is not None:
+        entry["val_acc"] = float(model.score(features(val), val.labels.numpy()))
+    entry["gap"] = entry["train_acc"] - entry["test_acc"]
+    timing = {"wall_seconds": time.perf_counter() - started,
+              "train_images_per_s": len(train) / fit_s, "infer_images_per_s": len(pred) / infer_s,
+              "seconds_to_target": None}
+    params = (model.coef_.size + model.intercept_.size if hasattr(model, "coef_")
+              else sum(t.tree_.node_count for t in model.estimators_))
+    return make_record(cfg, "complete", int(params), [entry], pred, data.test, timing,
+                       torch.device("cpu")), model
+
+
+def train(cfg: TrainConfig, data: Dataset, progress: bool = False) -> tuple[dict, object]:
+    """Train one run; return (record, model). Never raises on divergence (status says so)."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if model_entry(cfg.model).kind == "classical":
+        return _fit_classical(cfg, data)
+    trainer = _Trainer(cfg, data, resolve_device(cfg.device))
+    if cfg.batch_size > len(trainer.train_split):
+        raise UserError(f"batch size {cfg.batch_size} exceeds the {len(trainer.train_split)} "
+                        "training images")
+    return trainer.run(progress), trainer.model

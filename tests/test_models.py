@@ -1,0 +1,62 @@
+"""Every registered model: shape, backward, finiteness, parameter count in its stated range."""
+
+import numpy as np
+import pytest
+import torch
+
+from mnist_lab.errors import UserError
+from mnist_lab.models import count_params, create_model, list_models
+
+# Stated sizes from the reference studies; a new model must add its range here.
+PARAM_RANGES = {
+    "softmax": (7850, 7850),
+    "mlp": (100_000, 300_000),
+    "fcnn": (200_000, 800_000),
+    "cnn": (100_000, 1_000_000),
+    "simple_cnn": (100_000, 1_000_000),
+    "cnn_aug": (1_500_000, 1_700_000),
+    "pytorch_example": (1_199_882, 1_199_882),
+    "compact_step1": (9_500, 10_000),
+    "compact_step2": (7_000, 7_999),
+    "compact_step3": (7_000, 7_999),
+    "overparam_cnn": (1_000_000, 10_000_000),
+}
+
+
+def test_every_model_has_a_range():
+    assert set(list_models("torch")) == set(PARAM_RANGES)
+
+
+@pytest.mark.parametrize("name", list_models("torch"))
+def test_torch_model(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(4, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    low, high = PARAM_RANGES[name]
+    assert low <= count_params(model) <= high
+
+
+def test_step2_and_step3_are_under_8k_and_smaller_than_step1():
+    sizes = [count_params(create_model(f"compact_step{i}")) for i in (1, 2, 3)]
+    assert sizes[0] > sizes[1] > sizes[2] and sizes[1] < 8000
+
+
+@pytest.mark.parametrize("name", list_models("classical"))
+def test_classical_model_fits(name):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 784)), np.arange(200) % 10
+    x[np.arange(200), y] += 5  # a learnable signal
+    model = create_model(name).fit(x, y)
+    assert (model.predict(x) == y).mean() > 0.9
+
+
+def test_unknown_model_and_bad_argument():
+    with pytest.raises(UserError, match="unknown model 'resnet'"):
+        create_model("resnet")
+    with pytest.raises(UserError, match="bad argument"):
+        create_model("softmax", hidden=3)

@@ -1,0 +1,105 @@
+"""Training: schedules, determinism, divergence, early stop, and accuracy floors on real data."""
+
+import math
+
+import pytest
+import torch
+
+from mnist_lab.augment import Augment, prepare
+from mnist_lab.config import TrainConfig
+from mnist_lab.errors import UserError
+from mnist_lab.train import learning_rate, train
+
+TINY = dict(subset=1000, epochs=2, batch_size=64, threads=1)
+
+
+def history_without_timing(record):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in record["history"]]
+
+
+def test_onecycle_schedule_shape():
+    cfg = TrainConfig(lr=0.1, scheduler="onecycle", warmup=0.2)
+    lrs = [learning_rate(cfg, s, 100, 10) for s in range(100)]
+    peak = max(range(100), key=lrs.__getitem__)
+    assert lrs[0] == pytest.approx(0.004) and lrs[peak] == pytest.approx(0.1, rel=0.02)
+    assert 15 <= peak <= 25 and lrs[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_step_and_constant_schedules():
+    step = TrainConfig(lr=1.0, scheduler="step", step_size=2, gamma=0.5)
+    assert [learning_rate(step, e * 10, 100, 10) for e in range(5)] == [1, 1, .5, .5, .25]
+    assert learning_rate(TrainConfig(lr=0.3, scheduler="none"), 57, 100, 10) == 0.3
+
+
+def test_augment_off_is_plain_normalisation():
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    x = prepare(images, 0.5, 0.25, Augment())
+    assert torch.allclose(x, (images.unsqueeze(1) / 255 - 0.5) / 0.25)
+
+
+def test_augment_is_seeded_and_moves_pixels():
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    aug = Augment(rotate=15, translate=0.1)
+    a = prepare(images, 0, 1, aug, torch.Generator().manual_seed(3))
+    b = prepare(images, 0, 1, aug, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.allclose(a, images.unsqueeze(1) / 255)
+
+
+def test_same_seed_same_numbers(mnist):
+    cfg = dict(TINY, rotate=10, translate=0.1)
+    first, _ = train(TrainConfig(seed=7, **cfg), mnist)
+    second, _ = train(TrainConfig(seed=7, **cfg), mnist)
+    other, _ = train(TrainConfig(seed=8, **cfg), mnist)
+    assert history_without_timing(first) == history_without_timing(second)
+    assert history_without_timing(first) != history_without_timing(other)
+
+
+def test_divergence_is_recorded_not_raised(mnist):
+    # lr * l2 > 1 makes the penalty's gradient step overshoot: weights blow up geometrically.
+    cfg = TrainConfig(model="softmax", lr=1000.0, l2=1.0, momentum=0, scheduler="none",
+                      rotate=0, **dict(TINY, epochs=3))
+    record, _ = train(cfg, mnist)
+    assert record["status"] == "diverged" and record["epochs_run"] < 3
+
+
+def test_stop_at_accuracy(mnist):
+    cfg = TrainConfig(stop_at_accuracy=0.5, **dict(TINY, subset=5000, epochs=4))
+    record, _ = train(cfg, mnist)
+    assert record["reached_target"] and record["epochs_run"] < 4
+    assert record["seconds_to_target"] > 0 and record["test_accuracy"] >= 0.5
+
+
+def test_l2_penalty_shrinks_weights(mnist):
+    base = dict(model="softmax", optimizer="sgd", lr=0.5, scheduler="none", rotate=0, **TINY)
+    plain, _ = train(TrainConfig(**base), mnist)
+    penalised, _ = train(TrainConfig(l2=1e-2, **base), mnist)
+    assert penalised["history"][-1]["weight_norm"] < 0.7 * plain["history"][-1]["weight_norm"]
+
+
+def test_record_holds_final_metrics(mnist):
+    record, _ = train(TrainConfig(model="softmax", rotate=0, val_size=1000, **TINY), mnist)
+    entry = record["history"][-1]
+    for key in ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc", "gap",
+                "weight_norm", "lr", "seconds"):
+        assert key in entry and math.isfinite(entry[key])
+    metrics = record["metrics"]
+    assert len(metrics["f1"]) == 10 and len(metrics["confusion_matrix"]) == 10
+    assert record["params"] == 7850 and record["env"]["torch"] == torch.__version__
+
+
+def test_batch_larger_than_training_set(mnist):
+    with pytest.raises(UserError, match="exceeds"):
+        train(TrainConfig(subset=100, batch_size=128, epochs=1), mnist)
+
+
+@pytest.mark.slow
+def test_compact_cnn_one_epoch_reaches_98_5(mnist):
+    record, _ = train(TrainConfig(epochs=1), mnist)
+    assert record["params"] < 8000
+    assert record["test_accuracy"] >= 0.985
+
+
+@pytest.mark.slow
+def test_logistic_regression_on_10k_reaches_88(mnist):
+    record, _ = train(TrainConfig(model="logreg", subset=10000), mnist)
+    assert record["test_accuracy"] >= 0.88
