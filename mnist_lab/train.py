@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import resource
 import time
 import uuid
 from datetime import UTC, datetime
@@ -236,6 +237,7 @@ def make_record(cfg: TrainConfig, status: str, params: int, history: list[dict],
         "best_train_accuracy": max((h["train_acc"] for h in history), default=None),
         "epochs_run": len(history), "target": cfg.stop_at_accuracy or None,
         "reached_target": timing["seconds_to_target"] is not None, **timing,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "metrics": metrics, "history": history, "config": cfg.to_dict(),
         "env": environment(device, cfg.threads),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,0 +1,115 @@
+"""Time to a target test accuracy: mnist-lab's training path against the usual pipeline.
+
+Each measurement is a fresh process, timed from its start (imports and data loading included):
+`mnist-lab train --stop-at-accuracy T --json ...` for ours, `bench/reference_pipeline.py` for
+the reference. Seeds alternate between the two so machine drift hits both alike. Prints a
+Markdown table (median and range over seeds) and writes all records as JSON lines.
+
+    python bench/time_to_accuracy.py --target 0.99 --seeds 0 1 2
+    python bench/time_to_accuracy.py --tiny          # seconds; what CI runs so this cannot rot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_json(cmd: list[str]) -> dict:
+    """Run a command that prints one JSON object last on stdout; return it."""
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"benchmark command failed ({out.returncode}): {shlex.join(cmd)}\n"
+                 f"{out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ours(args: argparse.Namespace, seed: int) -> dict:
+    """mnist-lab train, stopped at the target."""
+    cmd = [sys.executable, "-m", "mnist_lab.cli", "train", "--json", "--no-progress",
+           "--stop-at-accuracy", str(args.target), "--seed", str(seed),
+           "--runs-dir", args.runs_dir, *shlex.split(args.ours)]
+    record = run_json(cmd)
+    return {"pipeline": "mnist-lab", "seed": seed, **{k: record[k] for k in (
+        "model", "params", "reached_target", "seconds_to_target", "epochs_run", "test_accuracy",
+        "train_images_per_s", "infer_images_per_s", "peak_rss_mb")}}
+
+
+def reference(args: argparse.Namespace, seed: int) -> dict:
+    """bench/reference_pipeline.py, stopped at the target."""
+    cmd = [sys.executable, str(HERE / "reference_pipeline.py"), "--target", str(args.target),
+           "--seed", str(seed), *shlex.split(args.reference)]
+    return run_json(cmd)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Median and range of time to target, and median throughput, over seeds."""
+    times = [r["seconds_to_target"] for r in rows if r["reached_target"]]
+    return {
+        "pipeline": rows[0]["pipeline"], "model": rows[0]["model"],
+        "reached": f"{len(times)}/{len(rows)}",
+        "median_s": statistics.median(times) if times else None,
+        "min_s": min(times, default=None), "max_s": max(times, default=None),
+        "train_img_s": statistics.median(r["train_images_per_s"] for r in rows),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+    }
+
+
+def table(summaries: list[dict], target: float) -> str:
+    """Markdown table of the summaries plus the speed-up of ours over the reference."""
+    fmt = "{:.1f}".format
+    lines = [f"Time to {target:.2%} test accuracy ({platform.processor() or platform.machine()}, "
+             f"{date.today()}):", "",
+             "| pipeline | model | reached | median s | range s | train img/s | peak MB |",
+             "|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        rng = f"{fmt(s['min_s'])}–{fmt(s['max_s'])}" if s["median_s"] else "—"
+        med = fmt(s["median_s"]) if s["median_s"] else "—"
+        lines.append(f"| {s['pipeline']} | {s['model']} | {s['reached']} | {med} | {rng} | "
+                     f"{s['train_img_s']:.0f} | {s['peak_rss_mb']:.0f} |")
+    if len(summaries) == 2 and all(s["median_s"] for s in summaries):
+        lines += ["", f"Speed-up: {summaries[1]['median_s'] / summaries[0]['median_s']:.1f}×"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parse flags, run both pipelines over the seeds, print the table."""
+    p = argparse.ArgumentParser(description="Time to target accuracy, ours vs the usual "
+                                "PyTorch pipeline.")
+    p.add_argument("--target", type=float, default=0.99)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--ours", default="", help="extra `mnist-lab train` flags (the recipe)")
+    p.add_argument("--reference", default="--recipe examples",
+                   help="flags for bench/reference_pipeline.py")
+    p.add_argument("--no-reference", action="store_true", help="time ours only")
+    p.add_argument("--runs-dir", default="runs/bench", help="where our runs are stored")
+    p.add_argument("--out", default="bench/results.jsonl", help="JSON lines of every run")
+    p.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
+    args = p.parse_args()
+    if args.tiny:
+        args.target, args.seeds = 0.5, [0]
+        args.ours = "--subset 2000 --epochs 3 --batch-size 64 " + args.ours
+        args.reference = "--subset 2000 --epochs 3 " + args.reference
+    rows: dict[str, list[dict]] = {"ours": [], "reference": []}
+    for seed in args.seeds:
+        rows["ours"].append(ours(args, seed))
+        if not args.no_reference:
+            rows["reference"].append(reference(args, seed))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a") as f:
+        for r in rows["ours"] + rows["reference"]:
+            f.write(json.dumps({"target": args.target, **r}) + "\n")
+    print(table([summarise(r) for r in rows.values() if r], args.target))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""mnist_lab.preprocess: real pictures of digits -> MNIST-like 28x28 white-on-black arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_lab import preprocess
+from mnist_lab.errors import UserError
+from mnist_lab.preprocess import load_image, to_mnist
+
+
+def scan(digit: np.ndarray) -> np.ndarray:
+    """An MNIST digit as a scan in [0, 1]: dark ink on white paper, upscaled, off-centre."""
+    ink = Image.fromarray(255 - digit).resize((200, 200), Image.Resampling.BICUBIC)
+    page = Image.new("L", (480, 360), 255)
+    page.paste(ink, (230, 40))
+    return np.asarray(page, dtype=np.float32) / 255
+
+
+def centre_of_mass(img: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    total = img.sum()
+    return float((ys * img).sum() / total), float((xs * img).sum() / total)
+
+
+@pytest.fixture(scope="module")
+def digit(mnist) -> np.ndarray:
+    """The first MNIST test image (a 7), uint8 28x28."""
+    return mnist.test.images[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def from_scan(digit) -> np.ndarray:
+    return to_mnist(scan(digit))
+
+
+def test_output_is_uint8_28x28(from_scan):
+    assert from_scan.dtype == np.uint8
+    assert from_scan.shape == (28, 28)
+
+
+def test_dark_on_light_is_inverted(from_scan):
+    assert from_scan.max() > 200
+    corners = from_scan[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert (corners == 0).all()
+
+
+def test_centred_by_mass(from_scan):
+    cy, cx = centre_of_mass(from_scan.astype(np.float64))
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+
+
+def test_ink_fits_20x20(from_scan):
+    rows, cols = np.nonzero(from_scan)
+    assert rows.max() - rows.min() + 1 <= 20
+    assert cols.max() - cols.min() + 1 <= 20
+
+
+def test_scan_looks_like_the_original(digit, from_scan):
+    assert np.corrcoef(digit.ravel(), from_scan.ravel())[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_mnist_digit_round_trip(mnist, index):
+    original = mnist.test.images[index].numpy()
+    result = to_mnist(original.astype(np.float32) / 255)
+    assert np.corrcoef(original.ravel(), result.ravel())[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("level", [0.0, 0.5, 1.0])
+def test_blank_image_has_no_digit(level):
+    with pytest.raises(UserError, match="no digit found"):
+        to_mnist(np.full((50, 40), level, dtype=np.float32))
+
+
+def test_not_2d_rejected():
+    with pytest.raises(UserError, match="2-D"):
+        to_mnist(np.zeros((28, 28, 3), dtype=np.float32))
+
+
+def test_load_image_grayscale_in_unit_range(tmp_path):
+    path = tmp_path / "rgb.png"
+    Image.new("RGB", (30, 20), (255, 255, 255)).save(path)
+    gray = load_image(path)
+    assert gray.shape == (20, 30)
+    assert gray.dtype == np.float32
+    assert gray.min() == gray.max() == pytest.approx(1.0)
+
+
+def test_load_image_not_an_image(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_text("hello")
+    with pytest.raises(UserError, match="not a readable image"):
+        load_image(path)
+
+
+def test_load_image_missing(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+
+
+def test_load_image_truncated(tmp_path):
+    whole = tmp_path / "whole.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)).save(whole)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(UserError, match="not a readable image"):
+        load_image(cut)
+
+
+def test_load_image_too_large(tmp_path, monkeypatch):
+    monkeypatch.setattr(preprocess, "MAX_PIXELS", 100)
+    path = tmp_path / "big.png"
+    Image.new("L", (11, 10)).save(path)
+    with pytest.raises(UserError, match="too large"):
+        load_image(path)
