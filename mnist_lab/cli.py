@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model and store the run",
                        description="Train one model on real data; store the run record and "
-                       "checkpoint. Defaults: the compact CNN (< 8k params) recipe, ~99.4% test accuracy.")
+                       "checkpoint. Defaults: the compact CNN recipe (< 8k params, ~99.4% "
+                       "test accuracy in 15 epochs).")
     _add_config_flags(p)
     _common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", nargs="?", help="run id (or unique prefix) for `show`")
     p.add_argument("--study", help="only runs of this study")
     _common(p, data=False)
+
+    p = sub.add_parser("study", help="run a study file, or report on its stored runs",
+                       description="Studies (studies/*.toml): `run` trains every variant x seed "
+                       "not yet stored (resumable), `report` writes Markdown + HTML with tables "
+                       "and plots from the stored runs, `show` lists the runs and their state.")
+    p.add_argument("action", choices=("run", "report", "show"))
+    p.add_argument("study", help="study file, or a name in studies/ (e.g. compact-cnn)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="runs in parallel (default: 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 epoch, 200 training / 500 test images, one seed: a smoke run")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes, or Ray (local instance, or --address)")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--out", help="report folder (default: <runs-dir>/reports/<study>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(p)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,8 +27,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args).validate()
     model_entry(cfg.model)  # unknown model: fail before loading anything
     data = load(cfg.dataset, args.data_dir)
-    store = Store(args.runs_dir)
     record, model = train(cfg, data, progress=not (args.no_progress or args.json))
+    store = Store(args.runs_dir)  # opened only now: a run that never started leaves no trace
     if isinstance(model, torch.nn.Module) and record["status"] == "complete":
         path = store.checkpoint_path(record["id"])
         save_checkpoint(path, model, cfg)
@@ -140,5 +141,47 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix != ".toml" and not path.exists():
+        path = Path("studies") / f"{name}.toml"
+    return path
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Run, report on, or show a study."""
+    from .report import write_report
+    from .runner import pending, run_study
+    from .studies import expand, load_study
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    study = load_study(_study_path(args.study))
+    store = Store(args.runs_dir)
+    name = study.store_name(args.quick)
+    if args.action == "show":
+        todo = {id(r) for r in pending(study, store, args.quick)}
+        for r in expand(study, args.quick):
+            state = "pending" if id(r) in todo else "stored"
+            print(f"{r.block:<12} {r.variant:<32} seed {r.seed:<3} {state}")
+        return 0
+    if args.action == "run":
+        if args.executor == "local":
+            load(study.base.get("dataset", "mnist"), args.data_dir)  # fail fast on bad data
+        counts = run_study(study, store, args.jobs, args.quick, args.executor, args.address,
+                           args.data_dir, progress=not args.no_progress)
+        print(f"study {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        if args.json:
+            write_json({"study": name, **counts})
+        return 0
+    out = Path(args.out) if args.out else store.root / "reports" / name.replace(":", "-")
+    records = store.runs(study=name)
+    if not records:
+        raise UserError(f"no stored runs for study {name}; run `mnist-lab study run` first")
+    path = write_report(study, records, out, args.quick)
+    print(f"report: {path} and {path.with_suffix('.md')}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "models": cmd_models, "runs": cmd_runs}
+            "models": cmd_models, "runs": cmd_runs, "study": cmd_study}

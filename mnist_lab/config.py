@@ -52,6 +52,7 @@ class TrainConfig:
     shear: float = _f(0.0, "augmentation: max shear in degrees (0: off)")
     val_size: int = _f(0, "hold out this many training images for validation (0: none)")
     subset: int = _f(0, "train on a class-balanced subset of this many images (0: all)")
+    test_subset: int = _f(0, "evaluate on the first N test images only (0: all 10,000)")
     seed: int = _f(0, "seed for init, batch order, augmentation and splits")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
     threads: int = _f(0, "CPU threads for torch (0: torch's default)")
@@ -76,7 +77,8 @@ class TrainConfig:
             (min(self.rotate, self.translate, self.scale, self.shear) >= 0,
              "augmentation ranges must be >= 0"),
             (self.translate < 1 and self.scale < 1, "translate and scale must be < 1"),
-            (self.val_size >= 0 and self.subset >= 0, "val_size and subset must be >= 0"),
+            (min(self.val_size, self.subset, self.test_subset) >= 0,
+             "val_size, subset and test_subset must be >= 0"),
             (0 <= self.stop_at_accuracy <= 1, "stop_at_accuracy is a fraction in [0, 1]"),
             (self.threads >= 0, "threads must be >= 0"),
         ]

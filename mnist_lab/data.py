@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise UserError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise UserError(f"{path}: checksum mismatch (sha256 of decompressed bytes is "

@@ -72,10 +72,12 @@ class Store:
         return self.root / "checkpoints" / f"{run_id}.safetensors"
 
     def add(self, record: dict, study: str | None = None) -> None:
-        """Insert one finished run atomically."""
+        """Insert one finished run atomically, replacing failed attempts at the same config."""
         record = _json_safe(dict(record, study=study))
         try:
             with self.db:  # one transaction
+                self.db.execute("DELETE FROM runs WHERE key = ? AND study IS ? AND "
+                                "status = 'failed'", (record["key"], study))
                 self.db.execute(
                     "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (record["id"], record["key"], study, record["status"], record["model"],
@@ -95,7 +97,7 @@ class Store:
 
     def get(self, run_id: str) -> dict:
         """One record by id or unique id prefix."""
-        rows = self.db.execute("SELECT record FROM runs WHERE id LIKE ? || '%'",
+        rows = self.db.execute("SELECT record FROM runs WHERE substr(id, 1, length(?1)) = ?1",
                                (run_id,)).fetchall()
         if len(rows) != 1:
             raise UserError(f"{'no' if not rows else 'more than one'} run matches {run_id!r}")
@@ -130,11 +132,11 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        cfg = TrainConfig.from_dict(json.loads(meta["mnist_lab_config"]))
+        cfg = TrainConfig.from_dict(json.loads(meta["mnist_lab_config"])).validate()
         model = build_model(cfg)
         model.load_state_dict(load_file(str(path)))
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
         raise UserError(f"{path}: not an mnist-lab checkpoint ({type(e).__name__})") from None
     return model.eval(), cfg

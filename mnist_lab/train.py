@@ -68,14 +68,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def make_splits(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None]:
-    """Training split after the optional validation hold-out and class-balanced subset."""
-    train, val = data.train, None
+def make_splits(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None, Split]:
+    """(train, validation or None, test) after hold-out, class-balanced subset, test subset."""
+    train, val, test = data.train, None, data.test
     if cfg.val_size:
         train, val = holdout(train, cfg.val_size, cfg.seed)
     if cfg.subset:
         train = balanced_subset(train, cfg.subset, cfg.seed)
-    return train, val
+    if cfg.test_subset:
+        if cfg.test_subset > len(test):
+            raise UserError(f"test subset {cfg.test_subset} exceeds the {len(test)} test images")
+        test = test.take(torch.arange(cfg.test_subset))
+    return train, val, test
 
 
 def build_model(cfg: TrainConfig) -> object:
@@ -131,7 +135,7 @@ class _Trainer:
     def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device):
         self.cfg, self.data, self.device = cfg, data, device
         self.mean, self.std = data.info.mean, data.info.std
-        self.train_split, self.val_split = make_splits(cfg, data)
+        self.train_split, self.val_split, self.test_split = make_splits(cfg, data)
         self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(device)
@@ -194,8 +198,8 @@ class _Trainer:
                     self.model, self.val_split, self.mean, self.std, self.device)
                 eval_n += len(self.val_split)
             entry["test_loss"], entry["test_acc"], pred = evaluate(
-                self.model, self.data.test, self.mean, self.std, self.device)
-            eval_n += len(self.data.test)
+                self.model, self.test_split, self.mean, self.std, self.device)
+            eval_n += len(self.test_split)
             eval_s += time.perf_counter() - t1
             entry |= {"gap": train_acc - entry["test_acc"], "weight_norm": weight_norm(self.model),
                       "lr": lr, "seconds": t1 - t0}
@@ -211,7 +215,7 @@ class _Trainer:
                   "infer_images_per_s": eval_n / eval_s if eval_s else None,
                   "seconds_to_target": seconds_to_target}
         return make_record(cfg, status, count_params(self.model), history, pred,
-                           self.data.test, timing, self.device)
+                           self.test_split, timing, self.device)
 
 
 def _epoch_line(h: dict, epochs: int) -> str:
@@ -247,7 +251,7 @@ def make_record(cfg: TrainConfig, status: str, params: int, history: list[dict],
 
 def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
     """Fit a scikit-learn model on flattened normalised pixels; one 'epoch' of history."""
-    train, val = make_splits(cfg, data)
+    train, val, test = make_splits(cfg, data)
     model = build_model(cfg)
 
     def features(split: Split) -> np.ndarray:
@@ -257,10 +261,10 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
     model.fit(features(train), train.labels.numpy())
     fit_s = time.perf_counter() - started
     t0 = time.perf_counter()
-    pred = model.predict(features(data.test))
+    pred = model.predict(features(test))
     infer_s = time.perf_counter() - t0
     entry = {"epoch": 1, "train_acc": float(model.score(features(train), train.labels.numpy())),
-             "test_acc": float((pred == data.test.labels.numpy()).mean()), "seconds": fit_s}
+             "test_acc": float((pred == test.labels.numpy()).mean()), "seconds": fit_s}
     if val is not None:
         entry["val_acc"] = float(model.score(features(val), val.labels.numpy()))
     entry["gap"] = entry["train_acc"] - entry["test_acc"]
@@ -269,7 +273,7 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
               "seconds_to_target": None}
     params = (model.coef_.size + model.intercept_.size if hasattr(model, "coef_")
               else sum(t.tree_.node_count for t in model.estimators_))
-    return make_record(cfg, "complete", int(params), [entry], pred, data.test, timing,
+    return make_record(cfg, "complete", int(params), [entry], pred, test, timing,
                        torch.device("cpu")), model
 
 

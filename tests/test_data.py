@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_lab.data import (DATASETS, FILES, DatasetInfo, Split, balanced_subset, holdout, load,
-                            parse_idx, read_idx)
+from mnist_lab.data import (
+    DATASETS,
+    FILES,
+    DatasetInfo,
+    Split,
+    balanced_subset,
+    holdout,
+    load,
+    parse_idx,
+    read_idx,
+)
 from mnist_lab.errors import UserError
 
 

@@ -1,0 +1,114 @@
+"""Execute a study's runs: in this process, in a local process pool, or on a Ray cluster.
+
+Workers only compute: each returns its run record to the driver, which alone writes the store,
+so no shared filesystem is needed and a killed driver loses only the runs in flight. Runs whose
+config key is already stored (complete or diverged) are skipped, so re-running resumes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import UTC, datetime
+
+from tqdm import tqdm
+
+from .config import TrainConfig
+from .data import Dataset, load
+from .store import Store
+from .studies import Run, Study, expand
+
+_DATA: dict[str, Dataset] = {}  # per worker process: load each dataset once
+
+
+def run_one(config: dict, data_dir: str | None = None) -> dict:
+    """Train one config and return its record; an exception becomes a 'failed' record."""
+    from .train import train  # imported in the worker, after its thread count is set
+
+    cfg = TrainConfig.from_dict(config)
+    try:
+        if cfg.threads:
+            import torch
+            torch.set_num_threads(cfg.threads)
+        if cfg.dataset not in _DATA:
+            _DATA[cfg.dataset] = load(cfg.dataset, data_dir)
+        record, _ = train(cfg, _DATA[cfg.dataset])
+        return record
+    except Exception as e:  # noqa: BLE001 - a failed run is data, not a crash of the study
+        return failed_record(cfg, e)
+
+
+def failed_record(cfg: TrainConfig, error: BaseException) -> dict:
+    """A record for a run that raised: the config, the error, no results."""
+    now = datetime.now(UTC)
+    return {
+        "id": now.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex(), "key": cfg.key(),
+        "status": "failed", "model": cfg.model, "dataset": cfg.dataset, "params": None,
+        "test_accuracy": None, "history": [], "config": cfg.to_dict(),
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exc(limit=5), "wall_seconds": None,
+        "created": now.isoformat(timespec="seconds"),
+    }
+
+
+def pending(study: Study, store: Store, quick: bool) -> list[Run]:
+    """Runs of the study not yet stored, one per config key."""
+    done, todo = store.done_keys(study.store_name(quick)), []
+    for run in expand(study, quick):
+        key = run.config.key()
+        if key not in done:
+            done.add(key)
+            todo.append(run)
+    return todo
+
+
+def _local(runs: list[Run], jobs: int, data_dir: str | None) -> Iterator[tuple[Run, dict]]:
+    if jobs == 1:
+        for run in runs:
+            yield run, run_one(run.config.to_dict(), data_dir)
+        return
+    # spawn, not fork: a forked child inherits torch's thread pool in an unusable state.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(run_one, r.config.to_dict(), data_dir): r for r in runs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _ray(runs: list[Run], address: str | None, threads: int,
+         data_dir: str | None) -> Iterator[tuple[Run, dict]]:
+    try:
+        import ray
+    except ImportError:
+        from .errors import UserError
+        raise UserError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True, **({} if address else {"num_cpus": os.cpu_count()}))
+    remote = ray.remote(num_cpus=threads)(run_one)
+    refs = {remote.remote(r.config.to_dict(), data_dir): r for r in runs}
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        yield refs.pop(ready[0]), ray.get(ready[0])
+
+
+def run_study(study: Study, store: Store, jobs: int = 1, quick: bool = False,
+              executor: str = "local", address: str | None = None,
+              data_dir: str | None = None, progress: bool = True) -> dict[str, int]:
+    """Run every pending run of the study; store each record as it arrives; count statuses."""
+    todo = pending(study, store, quick)
+    # N workers share the cores: each gets cores // N threads so they do not oversubscribe.
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    for run in todo:
+        run.config.threads = threads
+    results = (_ray(todo, address, threads, data_dir) if executor == "ray"
+               else _local(todo, jobs, data_dir))
+    counts = {"skipped": len(expand(study, quick)) - len(todo)}
+    for run, record in tqdm(results, total=len(todo), disable=not progress, desc=study.name,
+                            unit="run", dynamic_ncols=True):
+        record.update(block=run.block, variant=run.variant, seed=run.seed)
+        store.add(record, study=study.store_name(quick))
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    return counts

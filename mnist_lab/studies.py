@@ -1,0 +1,102 @@
+"""Studies: a TOML file of named blocks of runs, expanded into TrainConfigs and executed.
+
+A study file holds a `base` (overrides of TrainConfig defaults shared by every run), `seeds`,
+and `[[blocks]]`, each with its own `base` and a `grid` (a dict of lists, expanded as a
+product) or `variants` (a list of named override dicts). Blocks may also carry the source
+document's figures (`reference`) and what to tabulate and plot; report.py reads those.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import UserError
+
+# --quick: what every study shrinks to so CI can exercise each file in seconds.
+QUICK = {"epochs": 1, "test_subset": 500}
+QUICK_SUBSET = 200
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a study: which block and variant it belongs to, and its config."""
+
+    block: str
+    variant: str
+    seed: int
+    config: TrainConfig
+
+
+@dataclass
+class Study:
+    """A parsed study file."""
+
+    name: str
+    title: str
+    source: str
+    seeds: list[int]
+    base: dict
+    blocks: list[dict]
+    path: Path | None = None
+    notes: str = ""
+
+    def store_name(self, quick: bool) -> str:
+        """Runs of a quick study are stored apart from the full one."""
+        return f"{self.name}:quick" if quick else self.name
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and check a study file; every run config is validated up front."""
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such study file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    missing = [k for k in ("name", "blocks") if k not in doc]
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)}")
+    study = Study(name=doc["name"], title=doc.get("title", doc["name"]),
+                  source=doc.get("source", ""), seeds=doc.get("seeds", [0]),
+                  base=doc.get("base", {}), blocks=doc["blocks"], path=path,
+                  notes=doc.get("notes", ""))
+    for run in expand(study):
+        run.config.validate()
+    return study
+
+
+def _variants(block: dict) -> list[tuple[str, dict]]:
+    """(name, overrides) of each variant of a block: explicit list, grid product, or one."""
+    if "variants" in block:
+        return [(v["name"], {k: x for k, x in v.items() if k != "name"})
+                for v in block["variants"]]
+    grid = block.get("grid", {})
+    if not grid:
+        return [(block["name"], {})]
+    keys = list(grid)
+    points = [dict(zip(keys, values, strict=True))
+              for values in itertools.product(*(grid[k] for k in keys))]
+    return [(",".join(f"{k}={v}" for k, v in p.items()), p) for p in points]
+
+
+def expand(study: Study, quick: bool = False) -> list[Run]:
+    """Every run of the study, in file order; --quick shrinks each and keeps one seed."""
+    runs = []
+    seeds = study.seeds[:1] if quick else study.seeds
+    for block in study.blocks:
+        if "name" not in block:
+            raise UserError(f"study {study.name}: every block needs a name")
+        for variant, overrides in _variants(block):
+            for seed in block.get("seeds", seeds)[: 1 if quick else None]:
+                values = {**study.base, **block.get("base", {}), **overrides, "seed": seed}
+                if quick:
+                    values.update(QUICK, subset=min(values.get("subset") or QUICK_SUBSET,
+                                                    QUICK_SUBSET))
+                cfg = TrainConfig.from_dict(values)
+                runs.append(Run(block["name"], variant, seed, cfg))
+    return runs

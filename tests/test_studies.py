@@ -1,0 +1,138 @@
+"""Studies: expansion, resume after a kill, failures that do not stop a study, reports, Ray."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mnist_lab.report import write_report
+from mnist_lab.runner import run_study
+from mnist_lab.store import Store
+from mnist_lab.studies import expand, load_study
+
+STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.toml"))
+
+TINY = """
+name = "tiny"
+seeds = [0, 1]
+[base]
+model = "softmax"
+epochs = 2
+subset = 2000
+test_subset = 1000
+rotate = 0.0
+translate = 0.0
+scheduler = "none"
+[[blocks]]
+name = "lr"
+grid = { lr = [0.01, 0.03, 0.1, 0.3] }
+table = ["test_accuracy"]
+plots = [{ kind = "sweep", x = "lr", metrics = ["test_accuracy"] }]
+[[blocks]]
+name = "odd"
+table = ["test_accuracy"]
+[[blocks.variants]]
+name = "broken"
+model = "mlp"
+model_kwargs = { hidden = -5 }   # passes config checks, fails when the model is built
+[[blocks.variants]]
+name = "diverges"
+lr = 1000.0
+l2 = 1.0
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return load_study(path)
+
+
+def test_expansion(tiny):
+    runs = expand(tiny)
+    assert len(runs) == (4 + 2) * 2
+    assert [r.variant for r in runs[:3]] == ["lr=0.01", "lr=0.01", "lr=0.03"]
+    assert runs[0].config.lr == 0.01 and runs[0].config.subset == 2000
+    assert {r.seed for r in runs} == {0, 1}
+    quick = expand(tiny, quick=True)
+    assert len(quick) == 6 and all(r.config.epochs == 1 and r.config.subset == 200
+                                   for r in quick)
+
+
+def test_every_study_file_parses():
+    names = {load_study(p).name for p in STUDIES}
+    assert names == {"compact-cnn", "linear-mlp", "model-comparison", "weight-decay",
+                     "augmentation"}
+
+
+def test_failures_are_recorded_and_the_rest_goes_on(tiny, tmp_path, data_root):
+    store = Store(tmp_path / "runs")
+    counts = run_study(tiny, store, jobs=2, data_dir=str(data_root), progress=False)
+    assert counts == {"skipped": 0, "complete": 8, "failed": 2, "diverged": 2}
+    failed = store.runs(study="tiny", status="failed")
+    assert {r["variant"] for r in failed} == {"broken"} and "hidden" not in failed[0]["error"]
+    again = run_study(tiny, store, jobs=1, data_dir=str(data_root), progress=False)
+    assert again == {"skipped": 10, "failed": 2}  # only the failed runs are retried
+    assert len(store.runs(study="tiny")) == 12  # a retried failure replaces the old record
+
+
+def test_report_from_store(tiny, tmp_path, data_root):
+    store = Store(tmp_path / "runs")
+    run_study(tiny, store, data_dir=str(data_root), progress=False)
+    html = write_report(tiny, store.runs(study="tiny"), tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| lr=0.1 | 2/2 |" in md and "| broken | 0/2 ok |" in md
+    assert html.read_text().count("data:image/png;base64,") == 1
+
+
+def _stored(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def test_resume_after_kill(tmp_path, data_root):
+    study = tmp_path / "resume.toml"
+    study.write_text(TINY.split("[[blocks]]\nname = \"odd\"")[0].replace(
+        "[0.01, 0.03, 0.1, 0.3]", "[0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5]"))
+    runs_dir, db = tmp_path / "runs", tmp_path / "runs" / "runs.db"
+    cmd = [sys.executable, "-m", "mnist_lab.cli", "study", "run", str(study), "--no-progress",
+           "--runs-dir", str(runs_dir), "--data-dir", str(data_root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _stored(db) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _stored(db)
+    assert 2 <= before < 16, "the kill should land mid-study"
+    subprocess.run(cmd, check=True, capture_output=True)
+    records = Store(runs_dir).runs(study="resume")
+    assert len(records) == 16 and len({r["key"] for r in records}) == 16
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_study_quick(path, tmp_path, data_root):
+    study, store = load_study(path), Store(tmp_path / "runs")
+    counts = run_study(study, store, quick=True, data_dir=str(data_root), progress=False)
+    assert counts.get("failed", 0) == 0 and counts["skipped"] == 0
+    records = store.runs(study=study.store_name(quick=True))
+    assert len(records) == len({r.config.key() for r in expand(study, quick=True)})
+    html = write_report(study, records, tmp_path / "report", quick=True)
+    assert html.exists() and (tmp_path / "report" / "report.md").read_text().startswith("# ")
+
+
+def test_ray_executor(tiny, tmp_path, data_root):
+    pytest.importorskip("ray")
+    store = Store(tmp_path / "runs")
+    counts = run_study(tiny, store, jobs=2, quick=True, executor="ray",
+                       data_dir=str(data_root), progress=False)
+    assert counts["complete"] + counts["diverged"] == 4 and counts["failed"] == 1
+    assert len(store.runs(study="tiny:quick")) == 5
