@@ -118,11 +118,21 @@ class Report:
                 + "\n".join(body) + "</body></html>")
 
 
-def _group(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    groups = defaultdict(list)
-    for r in records:
-        groups[(r.get("block"), r.get("variant"))].append(r)
-    return groups
+def _group(study: Study, records: list[dict],
+           quick: bool) -> tuple[dict[tuple[str, str], list[dict]], dict[str, list[str]]]:
+    """Records of each (block, variant), matched by config key, and variant order per block.
+
+    Matching by key rather than by the stored labels lets blocks share a run (the same config
+    in two tables) and survives renaming a variant.
+    """
+    by_key = {r["key"]: r for r in records}  # oldest first, so the latest attempt wins
+    groups, order = defaultdict(list), defaultdict(list)
+    for run in expand(study, quick):
+        if run.variant not in order[run.block]:
+            order[run.block].append(run.variant)
+        if (record := by_key.get(run.config.key())) is not None:
+            groups[(run.block, run.variant)].append(record)
+    return groups, order
 
 
 def _table(rep: Report, block: dict, variants: list[str], groups: dict) -> None:
@@ -240,11 +250,8 @@ PLOTS = {"curves": _curves, "sweep": _sweep, "confusion": _confusion}
 def write_report(study: Study, records: list[dict], out_dir: Path, quick: bool = False) -> Path:
     """Write report.md, report.html and the PNG plots into out_dir; return the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rep, groups = Report(out_dir), _group(records)
-    order = defaultdict(list)
-    for run in expand(study, quick):
-        if run.variant not in order[run.block]:
-            order[run.block].append(run.variant)
+    rep = Report(out_dir)
+    groups, order = _group(study, records, quick)
     rep.heading(study.title + (" (quick mode)" if quick else ""), 1)
     statuses = defaultdict(int)
     for r in records:

@@ -105,7 +105,8 @@ def run_study(study: Study, store: Store, jobs: int = 1, quick: bool = False,
         run.config.threads = threads
     results = (_ray(todo, address, threads, data_dir) if executor == "ray"
                else _local(todo, jobs, data_dir))
-    counts = {"skipped": len(expand(study, quick)) - len(todo)}
+    unique = {r.config.key() for r in expand(study, quick)}  # blocks may share a run
+    counts = {"skipped": len(unique) - len(todo)}
     for run, record in tqdm(results, total=len(todo), disable=not progress, desc=study.name,
                             unit="run", dynamic_ncols=True):
         record.update(block=run.block, variant=run.variant, seed=run.seed)

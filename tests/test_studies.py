@@ -114,7 +114,7 @@ def test_resume_after_kill(tmp_path, data_root):
     before = _stored(db)
     assert 2 <= before < 16, "the kill should land mid-study"
     subprocess.run(cmd, check=True, capture_output=True)
-    records = Store(runs_dir).runs(study="resume")
+    records = Store(runs_dir).runs(study="tiny")
     assert len(records) == 16 and len({r["key"] for r in records}) == 16
 
 
@@ -130,9 +130,12 @@ def test_study_quick(path, tmp_path, data_root):
 
 
 def test_ray_executor(tiny, tmp_path, data_root):
-    pytest.importorskip("ray")
+    ray = pytest.importorskip("ray")
     store = Store(tmp_path / "runs")
-    counts = run_study(tiny, store, jobs=2, quick=True, executor="ray",
-                       data_dir=str(data_root), progress=False)
-    assert counts["complete"] + counts["diverged"] == 4 and counts["failed"] == 1
+    try:
+        counts = run_study(tiny, store, jobs=2, quick=True, executor="ray",
+                           data_dir=str(data_root), progress=False)
+    finally:
+        ray.shutdown()
+    assert counts.get("complete", 0) + counts.get("diverged", 0) == 4 and counts["failed"] == 1
     assert len(store.runs(study="tiny:quick")) == 5
