@@ -55,8 +55,11 @@ def random_affine(x: torch.Tensor, aug: Augment, g: torch.Generator) -> torch.Te
 
 def prepare(images: torch.Tensor, mean: float, std: float, aug: Augment | None = None,
             g: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 [N, H, W] -> normalised float [N, 1, H, W], augmented when `aug` is active."""
+    """uint8 [N, H, W] -> normalised float [N, 1, H, W], augmented when `aug` is active.
+
+    The result is channels-last, the layout the models run in (see train.py).
+    """
     x = images.unsqueeze(1).float().div_(255)
     if aug is not None and aug.active:
         x = random_affine(x, aug, g if g is not None else torch.default_generator)
-    return x.sub_(mean).div_(std)
+    return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)

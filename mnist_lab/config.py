@@ -32,7 +32,7 @@ class TrainConfig:
     model: str = _f("compact_step3", "model name (see `mnist-lab models`)")
     model_kwargs: dict = _f({}, "extra model arguments, e.g. hidden=128 (repeatable)")
     epochs: int = _f(15, "passes over the training set")
-    batch_size: int = _f(128, "images per step; 128 converges in fewest epochs for the compact CNN")
+    batch_size: int = _f(128, "images per optimiser step")
     optimizer: str = _f("sgd", "optimiser", choices=OPTIMIZERS)
     lr: float = _f(0.1, "peak learning rate")
     momentum: float = _f(0.9, "SGD momentum")

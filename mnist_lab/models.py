@@ -168,8 +168,12 @@ def compact_step2(dropout: float = 0.05, num_classes: int = 10) -> nn.Module:
 
 
 @register_model(source="compact-cnn step 3: + rotation augmentation + LR schedule (~7.4k)")
-def compact_step3(dropout: float = 0.05, num_classes: int = 10) -> nn.Module:
-    """Step 3: the step-2 design with a narrower transition: 7,432 parameters."""
+def compact_step3(dropout: float = 0.0, num_classes: int = 10) -> nn.Module:
+    """Step 3: the step-2 design with a narrower transition: 7,432 parameters.
+
+    No dropout by default: with augmentation this model underfits rather than overfits (train
+    and test accuracy meet), and on CPU dropout's random masks cost half of each step's time.
+    """
     return CompactCNN((8, 16, 8, 16, 16, 16), dropout, num_classes)
 
 

@@ -117,7 +117,7 @@ def weight_norm(model: nn.Module) -> float:
 def evaluate(model: nn.Module, split: Split, mean: float, std: float,
              device: torch.device) -> tuple[float, float, np.ndarray]:
     """(mean loss, accuracy, predictions) of the model on a split."""
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)
     loss, preds = 0.0, []
     for i in range(0, len(split), EVAL_BATCH):
         x = prepare(split.images[i:i + EVAL_BATCH].to(device), mean, std)
@@ -138,7 +138,10 @@ class _Trainer:
         self.train_split, self.val_split, self.test_split = make_splits(cfg, data)
         self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg).to(device)
+        # Channels-last: oneDNN's convolutions, pooling and batch norm are vectorised over
+        # channels in NHWC; measured 1.1-1.5x faster training and 1.4-1.8x faster inference
+        # for every conv model of the zoo on 2 CPU cores (docs/PERFORMANCE.md).
+        self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
         self.opt = make_optimizer(cfg, self.model)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.images = self.train_split.images.to(device)
