@@ -33,11 +33,16 @@ def run_json(cmd: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def data_flag(args: argparse.Namespace) -> list[str]:
+    """--data-dir passed through to both pipelines, if given."""
+    return ["--data-dir", args.data_dir] if args.data_dir else []
+
+
 def ours(args: argparse.Namespace, seed: int) -> dict:
     """mnist-lab train, stopped at the target."""
     cmd = [sys.executable, "-m", "mnist_lab.cli", "train", "--json", "--no-progress",
            "--stop-at-accuracy", str(args.target), "--seed", str(seed),
-           "--runs-dir", args.runs_dir, *shlex.split(args.ours)]
+           "--runs-dir", args.runs_dir, *data_flag(args), *shlex.split(args.ours)]
     record = run_json(cmd)
     return {"pipeline": "mnist-lab", "seed": seed, **{k: record[k] for k in (
         "model", "params", "reached_target", "seconds_to_target", "epochs_run", "test_accuracy",
@@ -47,7 +52,7 @@ def ours(args: argparse.Namespace, seed: int) -> dict:
 def reference(args: argparse.Namespace, seed: int) -> dict:
     """bench/reference_pipeline.py, stopped at the target."""
     cmd = [sys.executable, str(HERE / "reference_pipeline.py"), "--target", str(args.target),
-           "--seed", str(seed), *shlex.split(args.reference)]
+           "--seed", str(seed), *data_flag(args), *shlex.split(args.reference)]
     return run_json(cmd)
 
 
@@ -92,6 +97,7 @@ def main() -> None:
                    help="flags for bench/reference_pipeline.py")
     p.add_argument("--no-reference", action="store_true", help="time ours only")
     p.add_argument("--runs-dir", default="runs/bench", help="where our runs are stored")
+    p.add_argument("--data-dir", help="dataset folder (else $MNIST_LAB_DATA, the cache)")
     p.add_argument("--out", default="bench/results.jsonl", help="JSON lines of every run")
     p.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (CI)")
     args = p.parse_args()

@@ -157,17 +157,17 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     study = load_study(_study_path(args.study))
+    if args.action == "run" and args.executor == "local":
+        load(study.base.get("dataset", "mnist"), args.data_dir)  # fail fast on bad data
     store = Store(args.runs_dir)
     name = study.store_name(args.quick)
     if args.action == "show":
-        todo = {id(r) for r in pending(study, store, args.quick)}
+        todo = {r.config.key() for r in pending(study, store, args.quick)}
         for r in expand(study, args.quick):
-            state = "pending" if id(r) in todo else "stored"
+            state = "pending" if r.config.key() in todo else "stored"
             print(f"{r.block:<12} {r.variant:<32} seed {r.seed:<3} {state}")
         return 0
     if args.action == "run":
-        if args.executor == "local":
-            load(study.base.get("dataset", "mnist"), args.data_dir)  # fail fast on bad data
         counts = run_study(study, store, args.jobs, args.quick, args.executor, args.address,
                            args.data_dir, progress=not args.no_progress)
         print(f"study {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))

@@ -139,3 +139,38 @@ def test_ray_executor(tiny, tmp_path, data_root):
         ray.shutdown()
     assert counts.get("complete", 0) + counts.get("diverged", 0) == 4 and counts["failed"] == 1
     assert len(store.runs(study="tiny:quick")) == 5
+
+
+def _cli(capsys, *argv):
+    from mnist_lab.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_study_cli_run_show_report(tiny, tmp_path, data_root, capsys):
+    common = ("--runs-dir", str(tmp_path / "runs"))
+    code, out, _ = _cli(capsys, "study", "run", str(tiny.path), "--quick", "--no-progress",
+                        "--data-dir", str(data_root), *common)
+    assert code == 0 and "1 failed" in out
+    code, out, _ = _cli(capsys, "study", "show", str(tiny.path), "--quick", *common)
+    states = [line.split()[-1] for line in out.splitlines()]
+    assert code == 0 and states.count("pending") == 1 and states.count("stored") == 5
+    code, out, _ = _cli(capsys, "study", "report", str(tiny.path), "--quick", *common)
+    assert code == 0 and (tmp_path / "runs" / "reports" / "tiny-quick" / "report.html").exists()
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (None, "no such study file"),
+    ("name = [", "not valid TOML"),
+    ('name = "x"\n[[blocks]]\nname = "b"\nbase = { lr = -1.0 }', "learning rate must be > 0"),
+    ('name = "x"\n[[blocks]]\nname = "b"\nbase = { lrr = 1.0 }', "unknown config key(s): lrr"),
+])
+def test_study_cli_bad_files(tmp_path, capsys, content, phrase):
+    path = tmp_path / "bad.toml"
+    if content is not None:
+        path.write_text(content)
+    code, _, err = _cli(capsys, "study", "run", str(path), "--runs-dir", str(tmp_path / "r"))
+    assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "runs.db").exists()

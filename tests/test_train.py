@@ -103,3 +103,25 @@ def test_compact_cnn_one_epoch_reaches_98_5(mnist):
 def test_logistic_regression_on_10k_reaches_88(mnist):
     record, _ = train(TrainConfig(model="logreg", subset=10000), mnist)
     assert record["test_accuracy"] >= 0.88
+
+
+@pytest.mark.parametrize("momentum, nesterov, wd", [(0.0, False, 0.0), (0.9, False, 1e-3),
+                                                    (0.9, True, 5e-4)])
+def test_our_sgd_matches_torch(momentum, nesterov, wd):
+    from mnist_lab.train import SGD
+
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    theirs.load_state_dict(ours.state_dict())
+    opts = [SGD(ours.parameters(), 0.1, momentum, wd, nesterov),
+            torch.optim.SGD(theirs.parameters(), 0.1, momentum, weight_decay=wd,
+                            nesterov=nesterov)]
+    for step in range(4):
+        x = torch.randn(8, 5)
+        for model, opt in zip((ours, theirs), opts, strict=True):
+            opt.param_groups[0]["lr"] = 0.1 / (step + 1)
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -1,0 +1,20 @@
+"""The time-to-accuracy benchmark runs end to end in its tiny mode, so it cannot rot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_time_to_accuracy_tiny(tmp_path, data_root):
+    out = tmp_path / "results.jsonl"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "time_to_accuracy.py"), "--tiny",
+         "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_root)],
+        capture_output=True, text=True, timeout=600, check=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["pipeline"] for r in rows} == {"mnist-lab", "reference/examples"}
+    assert all(r["reached_target"] and r["seconds_to_target"] > 0 for r in rows)
+    assert "| mnist-lab | compact_step3 | 1/1 |" in proc.stdout and "Speed-up" in proc.stdout
