@@ -29,11 +29,13 @@ def step_flops(model: torch.nn.Module, batch: int) -> float:
 
 
 def throughput(model: torch.nn.Module, batch: int, channels_last: bool, bf16: bool,
-               seconds: float) -> tuple[float, float]:
+               seconds: float, compile_: bool = False) -> tuple[float, float]:
     """(training images/s, inference images/s)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if compile_:
+        model = torch.compile(model)
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
 
@@ -68,24 +70,30 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["compact_step3", "cnn_aug", "pytorch_example"])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
     p.add_argument("--peak-gflops", type=float, default=0.0,
                    help="the cores' fp32 peak, e.g. 2 cores x 32 FLOP/cycle x GHz")
     args = p.parse_args()
-    levers = [("baseline (NCHW, fp32)", {}, False, False),
-              ("channels-last", {}, True, False),
-              ("channels-last + bf16 autocast", {}, True, True)]
+    levers = [("baseline (NCHW, fp32)", {}, False, False, False),
+              ("channels-last", {}, True, False, False),
+              ("channels-last + bf16 autocast", {}, True, True, False)]
+    if args.compile:
+        levers.append(("channels-last + torch.compile", {}, True, False, True))
     print(f"threads: {torch.get_num_threads()}, batch {args.batch}\n")
     print("| model | lever | train img/s | inference img/s | train GFLOP/s | % of peak |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
         rows = list(levers)
         if name == "compact_step3":
-            rows.insert(0, ("with dropout 0.05 (NCHW)", {"dropout": 0.05}, False, False))
-        for label, kw, cl, bf16 in rows:
+            rows.insert(0, ("with dropout 0.05 (NCHW)", {"dropout": 0.05}, False, False, False))
+        for label, kw, cl, bf16, compile_ in rows:
             torch.manual_seed(0)
             model = create_model(name, **kw)
             flops = step_flops(model, args.batch) / args.batch
-            train, infer = throughput(model, args.batch, cl, bf16, args.seconds)
+            start = time.perf_counter()
+            train, infer = throughput(model, args.batch, cl, bf16, args.seconds, compile_)
+            if compile_:
+                label += f" (compile + timing: {time.perf_counter() - start:.0f} s)"
             gflops = train * flops / 1e9
             peak = f"{100 * gflops / args.peak_gflops:.0f}%" if args.peak_gflops else "—"
             print(f"| {name} | {label} | {train:.0f} | {infer:.0f} | {gflops:.1f} | {peak} |")

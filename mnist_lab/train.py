@@ -176,16 +176,16 @@ class _Trainer:
         self.train_split, self.val_split, self.test_split = make_splits(cfg, data)
         self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear)
         torch.manual_seed(cfg.seed)
-        # Channels-last: oneDNN's convolutions, pooling and batch norm are vectorised over
-        # channels in NHWC; measured 1.1-1.5x faster training and 1.4-1.8x faster inference
-        # for every conv model of the zoo on 2 CPU cores (docs/PERFORMANCE.md).
+        # Channels-last: oneDNN vectorises convolutions, pooling and batch norm over channels
+        # in NHWC. On 2 CPU cores inference is ~1.5x faster for every conv model and training
+        # 1.1x for the large ones (a wash for the compact CNN); see docs/PERFORMANCE.md.
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
         self.opt = make_optimizer(cfg, self.model)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.images = self.train_split.images.to(device)
         self.labels = self.train_split.labels.to(device)
         self.steps_per_epoch = math.ceil(len(self.train_split) / cfg.batch_size)
-        self.step = 0
+        self.step, self.images_seen = 0, 0
 
     def train_epoch(self, bar: tqdm) -> tuple[float, float, float]:
         """One pass in random order: (mean loss, accuracy, last lr); NaN loss if diverged."""
@@ -212,6 +212,7 @@ class _Trainer:
             loss_sum += loss.detach() * len(idx)
             correct += (out.argmax(1) == y).sum()
             self.step += 1
+            self.images_seen += len(idx)
             bar.update(1)
             if not math.isfinite(loss.item()):
                 return math.nan, math.nan, lr
@@ -252,7 +253,7 @@ class _Trainer:
                 break
         bar.close()
         timing = {"wall_seconds": time.perf_counter() - started,
-                  "train_images_per_s": self.step * cfg.batch_size / train_s if train_s else None,
+                  "train_images_per_s": self.images_seen / train_s if train_s else None,
                   "infer_images_per_s": eval_n / eval_s if eval_s else None,
                   "seconds_to_target": seconds_to_target}
         return make_record(cfg, status, count_params(self.model), history, pred,

@@ -142,3 +142,32 @@ def test_balanced_subset(mnist):
 def test_split_take():
     split = Split(torch.zeros(5, 28, 28, dtype=torch.uint8), torch.arange(5))
     assert split.take(torch.tensor([4, 0])).labels.tolist() == [4, 0]
+
+
+def test_download_from_mirror_verifies_and_caches(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    write_dataset(mirror)
+    raw = {k: gzip.decompress((mirror / f"{s}.gz").read_bytes()) for k, s in FILES.items()}
+    info = DatasetInfo("dl", 0.5, 0.25, {k: hashlib.sha256(b).hexdigest() for k, b in raw.items()},
+                       mirrors=("file:///nonexistent/", mirror.as_uri() + "/"))
+    monkeypatch.setitem(DATASETS, "dl", info)
+    monkeypatch.delenv("MNIST_LAB_OFFLINE")
+    assert len(load("dl").train) == 20  # first mirror fails, second is used
+    cached = sorted(p.name for p in (tmp_path / "cache" / "mnist-lab" / "dl").iterdir())
+    assert cached == sorted(f"{s}.gz" for s in FILES.values())  # no temporary files left
+
+
+def test_download_rejects_bad_checksum(tmp_path, monkeypatch):
+    write_dataset(tmp_path / "mirror")
+    info = DatasetInfo("dl", 0.5, 0.25, {k: "0" * 64 for k in FILES},
+                       mirrors=((tmp_path / "mirror").as_uri() + "/",))
+    monkeypatch.setitem(DATASETS, "dl", info)
+    monkeypatch.delenv("MNIST_LAB_OFFLINE")
+    with pytest.raises(UserError, match="dl not found"):
+        load("dl")
+    assert list((tmp_path / "cache" / "mnist-lab" / "dl").iterdir()) == []
+
+
+def test_real_fashion_mnist_checksums(data_root):
+    data = load("fashion-mnist", data_root, download=False)
+    assert len(data.train) == 60000 and data.info.classes[9] == "Ankle boot"
