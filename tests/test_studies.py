@@ -92,10 +92,11 @@ def test_report_from_store(tiny, tmp_path, data_root):
 
 
 def _stored(db: Path) -> int:
-    if not db.exists():
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet, or its schema not yet written
         return 0
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
 
 def test_resume_after_kill(tmp_path, data_root):
@@ -137,7 +138,7 @@ def test_ray_executor(tiny, tmp_path, data_root):
                            data_dir=str(data_root), progress=False)
     finally:
         ray.shutdown()
-    assert counts.get("complete", 0) + counts.get("diverged", 0) == 4 and counts["failed"] == 1
+    assert counts.get("complete", 0) + counts.get("diverged", 0) == 5 and counts["failed"] == 1
     assert len(store.runs(study="tiny:quick")) == 5
 
 
