@@ -139,7 +139,7 @@ def test_ray_executor(tiny, tmp_path, data_root):
     finally:
         ray.shutdown()
     assert counts.get("complete", 0) + counts.get("diverged", 0) == 5 and counts["failed"] == 1
-    assert len(store.runs(study="tiny:quick")) == 5
+    assert len(store.runs(study="tiny:quick")) == 6  # failed runs are stored too
 
 
 def _cli(capsys, *argv):
