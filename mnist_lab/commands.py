@@ -95,11 +95,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List the model zoo."""
-    from .models import model_entry as entry
-
     rows = []
     for name in list_models():
-        e = entry(name)
+        e = model_entry(name)
         params = count_params(create_model(name)) if e.kind == "torch" else None
         rows.append({"name": name, "kind": e.kind, "params": params, "source": e.source})
     if args.json:
