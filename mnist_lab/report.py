@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .metrics import most_confused  # noqa: E402
 from .studies import Study, expand  # noqa: E402
 
 
@@ -40,6 +41,8 @@ def fmt(name: str, x: float | None) -> str:
         return f"{x:,.0f}"
     if any(k in name for k in ("acc", "precision", "recall", "f1", "gap")):
         return f"{100 * x:.2f}%"
+    if "loss" in name:
+        return f"{x:.4f}"
     return f"{x:.1f}" if "second" in name else f"{x:.4g}"
 
 
@@ -235,13 +238,9 @@ def _confusion(rep: Report, spec: dict, block: dict, variants: list[str], groups
         ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
         fig.suptitle(f"{block['name']} / {v}: confusion matrix (summed over {len(ok)} seeds)")
         rep.figure(fig, f"{v}: confusion matrix, log colour scale")
-        pairs = defaultdict(int)
-        for r in ok:
-            for p in r["metrics"]["most_confused"]:
-                pairs[(p["true"], p["pred"])] += p["count"]
-        top = sorted(pairs.items(), key=lambda kv: -kv[1])[:5]
+        top = most_confused(cm)
         rep.text(f"{v}, most confused (true→predicted, count over seeds): "
-                 + ", ".join(f"{t}→{p} ({c})" for (t, p), c in top))
+                 + ", ".join(f"{p['true']}→{p['pred']} ({p['count']})" for p in top))
 
 
 PLOTS = {"curves": _curves, "sweep": _sweep, "confusion": _confusion}
