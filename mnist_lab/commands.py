@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from .cli import config_from_args, write_json
-from .data import DATASETS, load
+from .data import load
 from .errors import UserError
+from .inference import Classifier, best_checkpoint
 from .models import count_params, create_model, list_models, model_entry
 from .preprocess import load_image, to_mnist
 from .store import Store, load_checkpoint, save_checkpoint
-from .train import evaluate, resolve_device, train
+from .train import evaluate, input_stats, resolve_device, train
 
 
 def _pct(x: float | None) -> str:
@@ -52,7 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(args.checkpoint)
     data = load(cfg.dataset, args.data_dir)
     device = resolve_device("auto")
-    loss, acc, pred = evaluate(model.to(device), data.test, data.info.mean, data.info.std, device)
+    loss, acc, pred = evaluate(model.to(device), data.test, *input_stats(cfg), device)
     metrics = classification_metrics(data.test.labels.numpy(), pred)
     result = {"checkpoint": args.checkpoint, "model": cfg.model, "dataset": cfg.dataset,
               "test_loss": loss, "test_accuracy": acc, "params": count_params(model), **metrics}
@@ -66,22 +67,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _best_checkpoint(store: Store) -> str:
-    runs = [r for r in store.runs(status="complete") if r.get("checkpoint")]
-    if not runs:
-        raise UserError(f"no stored checkpoint in {store.root}; train one or pass --checkpoint")
-    return max(runs, key=lambda r: r["test_accuracy"] or 0)["checkpoint"]
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify image files with a checkpoint (default: the best stored run)."""
     images = [to_mnist(load_image(path)) for path in args.images]  # all checked before output
-    checkpoint = args.checkpoint or _best_checkpoint(Store(args.runs_dir))
-    model, cfg = load_checkpoint(checkpoint)
-    info = DATASETS[cfg.dataset]
-    x = torch.from_numpy(np.stack(images)).unsqueeze(1).float().div(255)
-    with torch.inference_mode():
-        probs = torch.softmax(model((x - info.mean) / info.std).float(), dim=1).numpy()
+    checkpoint = args.checkpoint or best_checkpoint(Store(args.runs_dir))
+    probs = Classifier(checkpoint).probabilities(np.stack(images))
     results = [{"file": path, "digit": int(p.argmax()), "probabilities": p.round(6).tolist()}
                for path, p in zip(args.images, probs, strict=False)]
     if args.json:

@@ -58,6 +58,10 @@ class TrainConfig:
     threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     stop_at_accuracy: float = _f(0.0, "stop at the first epoch whose test accuracy >= this "
                                       "fraction (0: off)")
+    # Fields added after runs were first stored carry late=True: they enter the key only when
+    # changed from their default, so adding a setting does not orphan every stored run.
+    normalize: bool = _f(True, "standardise pixels with the dataset's mean and std (false: "
+                               "raw [0, 1] pixels, as the linear/MLP source)", late=True)
 
     def validate(self) -> TrainConfig:
         """Raise UserError on values no run could use; return self."""
@@ -103,7 +107,10 @@ class TrainConfig:
     def key(self) -> str:
         """Content hash of the resolved config: equal configs are the same experiment.
 
-        Settings that change speed but not results (device, threads) are left out.
+        Settings that change speed but not results (device, threads) are left out, and so are
+        late fields at their default.
         """
-        d = {k: v for k, v in self.to_dict().items() if k not in ("device", "threads")}
+        late = {f.name: f.default for f in dataclasses.fields(self) if f.metadata.get("late")}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in ("device", "threads") and not (k in late and v == late[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

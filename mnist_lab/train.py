@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import PROCESS_START
 from .augment import Augment, prepare
 from .config import TrainConfig
-from .data import Dataset, Split, balanced_subset, holdout
+from .data import DATASETS, Dataset, Split, balanced_subset, holdout
 from .envinfo import environment
 from .errors import UserError
 from .metrics import classification_metrics
@@ -151,6 +151,12 @@ def weight_norm(model: nn.Module) -> float:
     return float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in model.parameters())))
 
 
+def input_stats(cfg: TrainConfig) -> tuple[float, float]:
+    """(mean, std) that pixels in [0, 1] are standardised with before entering the model."""
+    info = DATASETS[cfg.dataset]
+    return (info.mean, info.std) if cfg.normalize else (0.0, 1.0)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, mean: float, std: float,
              device: torch.device) -> tuple[float, float, np.ndarray]:
@@ -172,7 +178,7 @@ class _Trainer:
 
     def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device):
         self.cfg, self.data, self.device = cfg, data, device
-        self.mean, self.std = data.info.mean, data.info.std
+        self.mean, self.std = input_stats(cfg)
         self.train_split, self.val_split, self.test_split = make_splits(cfg, data)
         self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear)
         torch.manual_seed(cfg.seed)
@@ -292,12 +298,12 @@ def make_record(cfg: TrainConfig, status: str, params: int, history: list[dict],
 
 
 def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
-    """Fit a scikit-learn model on flattened normalised pixels; one 'epoch' of history."""
+    """Fit a scikit-learn model on flattened pixels; one 'epoch' of history."""
     train, val, test = make_splits(cfg, data)
     model = build_model(cfg)
 
     def features(split: Split) -> np.ndarray:
-        return prepare(split.images, data.info.mean, data.info.std).flatten(1).numpy()
+        return prepare(split.images, *input_stats(cfg)).flatten(1).numpy()
 
     started = time.perf_counter()
     model.fit(features(train), train.labels.numpy())

@@ -125,3 +125,15 @@ def test_our_sgd_matches_torch(momentum, nesterov, wd):
             opt.step()
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert torch.equal(a, b)  # bit for bit: same operations in the same order
+
+
+KEY_OF_DEFAULTS = "6506f1fd06e92f84"
+
+
+def test_late_config_fields_key_only_when_changed():
+    """Adding a setting must not change the key of configs that leave it at its default."""
+    cfg = TrainConfig()
+    # the key of the defaults before `normalize` existed (runs stored then must still match)
+    assert cfg.key() == KEY_OF_DEFAULTS
+    assert TrainConfig(normalize=False).key() != cfg.key()
+    assert TrainConfig(normalize=True).key() == cfg.key()
