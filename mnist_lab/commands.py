@@ -15,7 +15,7 @@ from .errors import UserError
 from .inference import Classifier, best_checkpoint
 from .models import count_params, create_model, list_models, model_entry
 from .preprocess import load_image, to_mnist
-from .store import Store, load_checkpoint, save_checkpoint
+from .store import Store, check_writable, load_checkpoint
 from .train import evaluate, input_stats, resolve_device, train
 
 
@@ -27,14 +27,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one run, save its checkpoint, store its record."""
     cfg = config_from_args(args).validate()
     model_entry(cfg.model)  # unknown model: fail before loading anything
+    runs_dir = check_writable(args.runs_dir)  # a read-only or full disk: fail before training
     data = load(cfg.dataset, args.data_dir)
     record, model = train(cfg, data, progress=not (args.no_progress or args.json))
-    store = Store(args.runs_dir)  # opened only now: a run that never started leaves no trace
-    if isinstance(model, torch.nn.Module) and record["status"] == "complete":
-        path = store.checkpoint_path(record["id"])
-        save_checkpoint(path, model, cfg)
-        record["checkpoint"] = str(path)
-    store.add(record)
+    torch_model = model if isinstance(model, torch.nn.Module) else None
+    with Store(runs_dir) as store:
+        record = store.add_run(record, torch_model, cfg)
     if args.json:
         write_json(record)
     else:
@@ -129,6 +127,32 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run's or a checkpoint's model to ONNX or TorchScript, checked against PyTorch."""
+    from .export import export_model, resolve_source  # onnx is imported only when used
+
+    checkpoint, name = resolve_source(args.source, args.runs_dir)
+    result = export_model(checkpoint, args.format, args.out, name)
+    if args.json:
+        write_json(result)
+        return 0
+    print(f"exported {result['model']} ({result['format']}): {result['path']}")
+    print(f"max |difference| from PyTorch on {result['check_images']} check images: "
+          f"{result['max_abs_diff']:.2e}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the draw-a-digit page and the prediction API until interrupted."""
+    try:
+        from .serve import serve  # FastAPI is an optional extra, imported only here
+    except ImportError as e:
+        missing = e.name or "FastAPI"
+        raise UserError(f"serve needs {missing}: pip install 'mnist-lab[serve]'") from None
+    serve(args.runs_dir, args.checkpoint, args.host, args.port)
+    return 0
+
+
 def _study_path(name: str) -> Path:
     path = Path(name)
     if path.suffix != ".toml" and not path.exists():
@@ -145,8 +169,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     study = load_study(_study_path(args.study))
-    if args.action == "run" and args.executor == "local":
-        load(study.base.get("dataset", "mnist"), args.data_dir)  # fail fast on bad data
+    if args.action == "run":
+        check_writable(args.runs_dir)  # fail fast on a read-only or full results folder
+        if args.executor == "local":
+            load(study.base.get("dataset", "mnist"), args.data_dir)  # and on bad data
     store = Store(args.runs_dir)
     name = study.store_name(args.quick)
     if args.action == "show":
@@ -172,4 +198,5 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "models": cmd_models, "runs": cmd_runs, "study": cmd_study}
+            "models": cmd_models, "runs": cmd_runs, "study": cmd_study, "export": cmd_export,
+            "serve": cmd_serve}

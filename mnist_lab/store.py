@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import torch
@@ -54,6 +56,29 @@ def _json_safe(value):
     return value
 
 
+def _why(root: Path, e: Exception) -> str:
+    """The error, plus the likely cause SQLite hides behind 'disk I/O error': a full disk."""
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return str(e)
+    return f"{e} (disk full: {free // 1024} KiB free)" if free < 1 << 20 else str(e)
+
+
+def check_writable(root: str | Path | None = None) -> Path:
+    """Fail now, not after hours of training, if the results folder cannot take a run."""
+    root = Path(root) if root is not None else default_runs_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root) as f:  # a real write: root ignores mode bits
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UserError(f"results folder {root} is not writable: {_why(root, e)}") from None
+    return root
+
+
 class Store:
     """Run records in `<root>/runs.db`, checkpoints in `<root>/checkpoints/`."""
 
@@ -65,7 +90,14 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as e:
-            raise UserError(f"cannot open the results store in {self.root}: {e}") from None
+            raise UserError(f"cannot open the results store in {self.root}: "
+                            f"{_why(self.root, e)}") from None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
 
     def checkpoint_path(self, run_id: str) -> Path:
         """Where the checkpoint of a run lives."""
@@ -84,7 +116,24 @@ class Store:
                      record["dataset"], record["test_accuracy"], record["created"],
                      json.dumps(record)))
         except sqlite3.Error as e:
-            raise UserError(f"cannot write to the results store {self.root}: {e}") from None
+            raise UserError(f"cannot write to the results store {self.root}: "
+                            f"{_why(self.root, e)}") from None
+
+    def add_run(self, record: dict, model: torch.nn.Module | None = None,
+                cfg: TrainConfig | None = None) -> dict:
+        """Store a finished single run: checkpoint first, then record; a failure leaves neither."""
+        path = None
+        if model is not None and record["status"] == "complete":
+            path = self.checkpoint_path(record["id"])
+            save_checkpoint(path, model, cfg)
+            record = dict(record, checkpoint=str(path))
+        try:
+            self.add(record)
+        except UserError:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            raise
+        return record
 
     def runs(self, study: str | None = None, status: str | None = None) -> list[dict]:
         """Run records, oldest first, optionally filtered."""
@@ -114,15 +163,15 @@ class Store:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg: TrainConfig) -> None:
     """Write weights + config atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={"mnist_lab_config": json.dumps(cfg.to_dict())})
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write checkpoint {path}: {e}") from None
+        raise UserError(f"cannot write checkpoint {path}: {_why(path.parent, e)}") from None
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
