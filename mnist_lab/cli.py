@@ -96,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="only runs of this study")
     _common(p, data=False)
 
+    p = sub.add_parser("export", help="export a trained model to ONNX or TorchScript",
+                       description="Export a run's model (or a checkpoint's) with the training "
+                       "standardisation built in: it takes raw pixels in [0, 1], float32 "
+                       "[N, 1, 28, 28], and returns logits [N, 10]. The file is checked against "
+                       "PyTorch before it is written.")
+    p.add_argument("source", metavar="RUN_ID_OR_CHECKPOINT",
+                   help="run id (or unique prefix), or a .safetensors checkpoint")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (needs `pip install 'mnist-lab[export]'`) or torchscript "
+                   "(default: onnx)")
+    p.add_argument("--out", help="output file or folder (default: ./<run id or checkpoint "
+                   "name>.onnx or .pt)")
+    _common(p, data=False)
+
+    p = sub.add_parser("serve", help="web page to draw a digit, and a JSON prediction API",
+                       description="Serve a page to draw a digit and watch the prediction, a "
+                       "page of stored runs and study reports, and a JSON API (POST /predict, "
+                       "GET /models; docs at /docs). Needs `pip install 'mnist-lab[serve]'`.")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0: any)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--checkpoint", help="run id (or unique prefix) or checkpoint file "
+                   "(default: the best stored run)")
+    p.add_argument("--runs-dir", help="results store folder (default: $MNIST_LAB_RUNS or ./runs)")
+
     p = sub.add_parser("study", help="run a study file, or report on its stored runs",
                        description="Studies (studies/*.toml): `run` trains every variant x seed "
                        "not yet stored (resumable), `report` writes Markdown + HTML with tables "
