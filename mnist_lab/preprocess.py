@@ -29,13 +29,23 @@ def load_image(source: str | Path | object) -> np.ndarray:
             if img.width * img.height > MAX_PIXELS:
                 raise UserError(f"{name}: image of {img.width}x{img.height} pixels is too large "
                                 f"(limit {MAX_PIXELS:,} pixels)")
-            gray = img.convert("L")
+            gray = _on_white(img).convert("L")
             gray.load()
     except FileNotFoundError:
         raise UserError(f"{name}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+            Image.DecompressionBombError) as e:  # SyntaxError: Pillow's "broken PNG chunk"
         raise UserError(f"{name}: not a readable image ({type(e).__name__})") from None
     return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    """Flatten transparency onto white paper: ink drawn on a transparent canvas stays visible."""
+    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(paper, rgba)
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:

@@ -1,11 +1,15 @@
-"""Shared fixtures: where the real data is, and MNIST loaded once per session."""
+"""Shared fixtures: where the real data is, MNIST loaded and a store trained once per session."""
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from mnist_lab.config import TrainConfig
 from mnist_lab.data import load
+from mnist_lab.store import Store, save_checkpoint
+from mnist_lab.train import train
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +23,23 @@ def data_root() -> Path:
 def mnist(data_root):
     """Real MNIST, in memory."""
     return load("mnist", data_root, download=False)
+
+
+@pytest.fixture(scope="session")
+def stored_runs(tmp_path_factory, mnist) -> SimpleNamespace:
+    """A results store with two real compact_step3 runs and their checkpoints, trained once per
+    session: `best` (1 epoch on all of MNIST, ~99%) and `small` (2,000 images, study "smoke")."""
+    root = tmp_path_factory.mktemp("stored_runs")
+    runs = {}
+    with Store(root) as store:
+        for name, subset, study in (("best", 0, None), ("small", 2000, "smoke")):
+            cfg = TrainConfig(epochs=1, batch_size=64, rotate=0, translate=0, subset=subset)
+            record, model = train(cfg, mnist)
+            path = store.checkpoint_path(record["id"])
+            save_checkpoint(path, model, cfg)
+            runs[name] = dict(record, checkpoint=str(path), study=study)
+            store.add(runs[name], study=study)
+    return SimpleNamespace(root=root, **runs)
 
 
 @pytest.fixture(autouse=True)

@@ -116,3 +116,26 @@ def test_load_image_too_large(tmp_path, monkeypatch):
     Image.new("L", (11, 10)).save(path)
     with pytest.raises(UserError, match="too large"):
         load_image(path)
+
+
+def test_load_image_broken_png_chunk(tmp_path):
+    """Pillow raises SyntaxError for a PNG chunk with a wrong length: still a one-line error."""
+    good = tmp_path / "good.png"
+    Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(good)
+    data = good.read_bytes()
+    idat = data.index(b"IDAT")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(data[:idat - 1] + b"\x03" + data[idat:])  # IDAT's length byte: 3
+    with pytest.raises(UserError, match="not a readable image"):
+        load_image(bad)
+
+
+def test_transparent_background_counts_as_white_paper(tmp_path, digit):
+    """Black ink on a transparent canvas (as many drawing apps save) reads like ink on paper."""
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    ink = np.asarray(Image.fromarray(digit).resize((200, 200)))
+    rgba[40:240, 40:240, 3] = ink  # black pixels whose opacity is the MNIST ink
+    path = tmp_path / "transparent.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    out = to_mnist(load_image(path)).astype(float)
+    assert np.corrcoef(out.ravel(), digit.astype(float).ravel())[0, 1] > 0.8

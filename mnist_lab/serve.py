@@ -1,0 +1,337 @@
+"""`mnist-lab serve`: a page to draw a digit, a page of stored runs, and a JSON prediction API.
+
+Every image goes through the code `mnist-lab predict` uses (preprocess.load_image, to_mnist,
+inference.Classifier), so the page, the API and the CLI give a digit the same answer. Bad input
+is a 4xx with {"detail": "<one sentence>"}, never a 500: bodies are counted against a size
+limit while they arrive, uploads must be PNG or JPEG, and oversized images are refused from
+their header, before decoding.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sys
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import python_multipart  # noqa: F401 - form parsing needs it: fail at start, not per request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from . import __version__
+from .errors import UserError
+from .inference import Classifier, best_checkpoint
+from .preprocess import load_image, to_mnist
+from .store import Store
+
+MAX_BODY = 4 * 1024 * 1024  # a drawn digit is ~5 KB; a phone photo fits
+UPLOAD_TYPES = ("image/png", "image/jpeg")
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # only these decoders are ever reached
+CACHE_SIZE = 4  # loaded models kept; a compact CNN is ~30 KB, a large one ~10 MB
+WEB = Path(__file__).with_name("web")
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'"}  # nothing from elsewhere
+TOO_LARGE = f"the request body is larger than the limit of {MAX_BODY // 2**20} MiB"
+JSON_HELP = 'JSON must be {"image": <28x28 array of numbers 0..255, white digit on black>}'
+
+
+class Prediction(BaseModel):
+    """What POST /predict returns."""
+
+    digit: int
+    probabilities: list[float]
+    model: str
+    input: list[list[int]]
+
+
+class Detail(BaseModel):
+    """Every error response."""
+
+    detail: str
+
+
+class Models:
+    """The stored checkpoints, and a small thread-safe LRU cache of loaded Classifiers."""
+
+    def __init__(self, runs_dir: str | Path | None, checkpoint: str | None = None):
+        with Store(runs_dir) as store:  # an unusable folder fails here, at start
+            self.root = store.root
+        self._cache: OrderedDict[str, Classifier] = OrderedDict()
+        self._lock = threading.Lock()
+        self.default = self._default(checkpoint)
+        self.classifier(self.default[1])  # a bad checkpoint fails the start, not a request
+
+    def records(self) -> list[dict]:
+        """All run records, oldest first."""
+        with Store(self.root) as store:  # a connection per use: they must not cross threads
+            return store.runs()
+
+    def resolve(self, run_id: str | None) -> tuple[str, str]:
+        """(name, checkpoint path) of a run id or unique prefix; none gives the default."""
+        if not run_id:
+            return self.default
+        with Store(self.root) as store:
+            record = store.get(run_id)
+        if not record.get("checkpoint"):
+            raise UserError(f"run {record['id']} has no checkpoint")
+        return record["id"], record["checkpoint"]
+
+    def _default(self, checkpoint: str | None) -> tuple[str, str]:
+        """The checkpoint named on the command line (file or run id), else the best stored."""
+        if checkpoint and not Path(checkpoint).is_file():
+            try:
+                return self.resolve(checkpoint)
+            except UserError as e:
+                raise UserError(f"{checkpoint}: no such checkpoint file, and {e}") from None
+        if not checkpoint:
+            with Store(self.root) as store:
+                checkpoint = best_checkpoint(store)
+        path = Path(checkpoint).resolve()
+        run = next((r["id"] for r in self.records()
+                    if r.get("checkpoint") and Path(r["checkpoint"]).resolve() == path), None)
+        return run or str(checkpoint), str(checkpoint)
+
+    def classifier(self, path: str) -> Classifier:
+        """A loaded Classifier, from the cache when there (the least recently used goes)."""
+        with self._lock:  # held while loading too: two requests never load the same file twice
+            if path not in self._cache:
+                self._cache[path] = Classifier(path)
+                if len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+            self._cache.move_to_end(path)
+            return self._cache[path]
+
+    def reports(self) -> set[str]:
+        """Folder names under <runs>/reports holding a report.html: the only ones served."""
+        folder = self.root / "reports"
+        if not folder.is_dir():
+            return set()
+        return {p.name for p in folder.iterdir() if (p / "report.html").is_file()}
+
+
+class _BodyTooLargeError(Exception):
+    """The request body grew past MAX_BODY while it was being read."""
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a body over the limit, by Content-Length up front and by
+    counting what arrives (a chunked upload declares no length)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Refuse a declared oversized body; count the bytes of any other."""
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit():
+            return await _error(400, "invalid Content-Length header")(scope, receive, send)
+        if int(length) > self.limit:
+            return await _error(413, TOO_LARGE)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLargeError
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _error(code: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
+def _from_upload(data: bytes) -> np.ndarray:
+    """PNG/JPEG bytes -> the model's 28x28 input, exactly as `mnist-lab predict` makes it."""
+    if not data.startswith(SIGNATURES):
+        raise HTTPException(400, "the uploaded file is not a readable PNG or JPEG image")
+    buf = io.BytesIO(data)
+    buf.name = "the uploaded image"  # load_image names its source in messages
+    try:
+        gray = load_image(buf)
+    except UserError as e:
+        raise HTTPException(413 if "too large" in str(e) else 400, str(e)) from None
+    except Exception as e:  # Pillow's decoders may raise more than load_image names: failing
+        # to decode untrusted bytes means a bad file, never a server error
+        kind = type(e).__name__
+        raise HTTPException(400, f"{buf.name}: not a readable image ({kind})") from None
+    try:
+        return to_mnist(gray)
+    except UserError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+def _from_json(body: bytes) -> np.ndarray:
+    """{"image": 28x28 numbers 0..255, white on black} -> uint8 [28, 28], taken as it is."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        raise HTTPException(400, "the request body is not valid JSON") from None
+    if not isinstance(payload, dict) or "image" not in payload:
+        raise HTTPException(422, JSON_HELP)
+    try:
+        image = np.asarray(payload["image"])
+    except (ValueError, TypeError, OverflowError):  # ragged nesting
+        raise HTTPException(422, f"{JSON_HELP}; got rows of different lengths") from None
+    if image.dtype.kind not in "iuf":  # strings, booleans, nulls, objects, huge integers
+        raise HTTPException(422, f"{JSON_HELP}; got values that are not all numbers")
+    if image.shape != (28, 28):
+        raise HTTPException(422, f"{JSON_HELP}; got shape {image.shape}")
+    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 255:
+        raise HTTPException(422, "image values must be finite numbers from 0 to 255")
+    return np.rint(image).astype(np.uint8)
+
+
+async def _read_upload(request: Request) -> np.ndarray:
+    """The image in multipart field `file`, checked for type and size, as model input."""
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "send the image as a file in multipart form field 'file'")
+        kind = (upload.content_type or "").split(";")[0].strip().lower()
+        if kind not in UPLOAD_TYPES:
+            raise HTTPException(415, f"uploads must be image/png or image/jpeg, not {kind!r}")
+        data = await upload.read()  # at most MAX_BODY: _BodyLimit counted the body
+    return await run_in_threadpool(_from_upload, data)
+
+
+router = APIRouter()
+PREDICT_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "PNG or JPEG, any "
+                 "polarity; preprocessed as `mnist-lab predict` does"}}}},
+    "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
+        "image": {"type": "array", "minItems": 28, "maxItems": 28, "description": "the "
+                  "model's input as it is: 0..255, white digit on black", "items": {
+                      "type": "array", "minItems": 28, "maxItems": 28,
+                      "items": {"type": "number", "minimum": 0, "maximum": 255}}}}}}}}}
+ERRORS = {code: {"model": Detail, "description": text} for code, text in (
+    (400, "not JSON, or not a readable image"), (404, "no such model"),
+    (413, "body or image too large"), (415, "not PNG/JPEG, or neither multipart nor JSON"),
+    (422, "bad array, or no digit in the image"))}
+
+
+@router.post("/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_BODY)
+async def predict(request: Request, model: str | None = None) -> dict:
+    """Classify one digit: a PNG/JPEG in form field `file`, or JSON {"image": 28x28 array}.
+
+    `model` picks a stored run by id or unique prefix (default: the server's checkpoint)."""
+    models: Models = request.app.state.models
+    try:
+        name, path = await run_in_threadpool(models.resolve, model)
+    except UserError as e:
+        raise HTTPException(404, str(e)) from None
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        image = await _read_upload(request)
+    elif kind == "application/json":
+        image = await run_in_threadpool(_from_json, await request.body())
+    else:
+        raise HTTPException(415, "send multipart/form-data with a file, or application/json")
+    try:
+        classifier = await run_in_threadpool(models.classifier, path)
+    except UserError as e:  # the run's checkpoint file was removed or replaced
+        raise HTTPException(404, str(e)) from None
+    probs = (await run_in_threadpool(classifier.probabilities, image[None]))[0]
+    probs = probs.astype(np.float64).round(6)  # rounded float32 prints as 9.999999747e-06
+    return {"digit": int(probs.argmax()), "probabilities": probs.tolist(),
+            "model": name, "input": image.tolist()}
+
+
+@router.get("/models")
+def list_models(request: Request) -> dict:
+    """Stored checkpoints, best test accuracy first, and which one is the default."""
+    models: Models = request.app.state.models
+    name = models.default[0]
+    rows = [{"id": r["id"], "model": r["model"], "dataset": r["dataset"],
+             "test_accuracy": r["test_accuracy"], "study": r.get("study"),
+             "created": r["created"], "default": r["id"] == name}
+            for r in models.records() if r["status"] == "complete" and r.get("checkpoint")]
+    rows.sort(key=lambda r: -(r["test_accuracy"] or 0))
+    return {"default": name, "models": rows}
+
+
+@router.get("/runs.json")
+def list_runs(request: Request) -> dict:
+    """Every stored run, oldest first, with the link to its study's report when one exists."""
+    models: Models = request.app.state.models
+    reports = models.reports()
+    keys = ("id", "study", "model", "dataset", "status", "test_accuracy", "created")
+    runs = []
+    for r in models.records():
+        folder = (r.get("study") or "").replace(":", "-")  # as `study report` names it
+        link = f"/reports/{folder}/report.html" if folder in reports else None
+        runs.append({**{k: r.get(k) for k in keys}, "report": link})
+    return {"runs": runs}
+
+
+@router.get("/reports/{study}/report.html", include_in_schema=False)
+def report(request: Request, study: str) -> FileResponse:
+    """A study report; only folder names found on disk are served (no path from the URL)."""
+    models: Models = request.app.state.models
+    if study not in models.reports():
+        raise HTTPException(404, f"no report for study {study!r}")
+    return FileResponse(models.root / "reports" / study / "report.html")
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    """The draw-a-digit page."""
+    return FileResponse(WEB / "index.html", headers=PAGE_HEADERS)
+
+
+@router.get("/runs", include_in_schema=False)
+def runs_page() -> FileResponse:
+    """The stored-runs page."""
+    return FileResponse(WEB / "runs.html", headers=PAGE_HEADERS)
+
+
+def create_app(runs_dir: str | Path | None, checkpoint: str | None = None) -> FastAPI:
+    """The app over a results store; `checkpoint` (file or run id) defaults to the best run."""
+    app = FastAPI(title="mnist-lab", version=__version__,
+                  description="Classify handwritten digits with stored mnist-lab checkpoints.")
+    app.state.models = Models(runs_dir, checkpoint)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    app.add_middleware(_BodyLimit, limit=MAX_BODY)
+    app.add_exception_handler(_BodyTooLargeError, lambda request, exc: _error(413, TOO_LARGE))
+    return app
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port: a taken port is a one-line error, not a uvicorn log."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def serve(runs_dir: str | None, checkpoint: str | None, host: str, port: int) -> None:
+    """Run the app on host:port until interrupted (Ctrl-C)."""
+    import torch
+    import uvicorn
+
+    # One image per request: intra-op threads cannot help it, and with requests running in
+    # parallel threads each one's OpenMP team would fight the others for the same cores.
+    torch.set_num_threads(1)
+    app = create_app(runs_dir, checkpoint)
+    sock = _listen(host, port)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{sock.getsockname()[1]}/"
+    print(f"mnist-lab serve: model {app.state.models.default[0]} at {url} (API docs: {url}docs;"
+          " Ctrl-C stops)", file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
