@@ -8,6 +8,7 @@ holds the config needed to rebuild the model.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -58,6 +59,8 @@ def _json_safe(value):
 
 def _why(root: Path, e: Exception) -> str:
     """The error, plus the likely cause SQLite hides behind 'disk I/O error': a full disk."""
+    if isinstance(e, OSError) and e.errno not in (None, errno.ENOSPC):
+        return str(e)  # read-only, permission denied...: the error already says it all
     try:
         free = shutil.disk_usage(root).free
     except OSError:

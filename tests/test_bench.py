@@ -18,3 +18,14 @@ def test_time_to_accuracy_tiny(tmp_path, data_root):
     assert {r["pipeline"] for r in rows} == {"mnist-lab", "reference/examples"}
     assert all(r["reached_target"] and r["seconds_to_target"] > 0 for r in rows)
     assert "| mnist-lab | compact_step3 | 1/1 |" in proc.stdout and "Speed-up" in proc.stdout
+
+
+def test_load_test_quick(tmp_path, data_root):
+    """The /predict load test runs end to end against a real server, with no failed request."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load_test.py"), "--quick", "--requests", "200",
+         "--concurrency", "16", "--data-dir", str(data_root)],
+        capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["requests"] == 200 and result["errors"] == 0, result
+    assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
