@@ -2,6 +2,7 @@
 // The stored runs, newest first, with a link to the report of each run's study when one exists.
 
 const percent = (x) => (x == null ? "—" : `${(100 * x).toFixed(2)}%`);
+const minute = (iso) => iso.slice(0, 16).replace("T", " ");  // 2026-11-21T23:14:07+00:00
 
 async function showRuns() {
   const note = document.getElementById("status");
@@ -13,7 +14,7 @@ async function showRuns() {
       const row = rows.insertRow();
       row.dataset.id = run.id;
       const cells = [run.id, run.study || "", run.model, run.dataset, run.status,
-        percent(run.test_accuracy), run.created];
+        percent(run.test_accuracy), minute(run.created)];
       for (const text of cells) row.insertCell().textContent = text;
       const cell = row.insertCell();
       if (run.report) {
