@@ -1,4 +1,4 @@
-"""The `mnist-lab` command: train, evaluate, predict, models, runs.
+"""The `mnist-lab` command: train, evaluate, predict, export, serve, models, runs, study.
 
 Every bad input ends in one line on stderr and exit code 2 (UserError or an argparse error);
 nothing is written to the store unless a run finished.
