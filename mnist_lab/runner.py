@@ -55,14 +55,18 @@ def failed_record(cfg: TrainConfig, error: BaseException) -> dict:
 
 
 def pending(study: Study, store: Store, quick: bool) -> list[Run]:
-    """Runs of the study not yet stored, one per config key."""
+    """Runs of the study not yet stored, one per config key, first seed of every variant first.
+
+    Seed-major order: a study stopped part-way has every variant at least once to report on.
+    """
     done, todo = store.done_keys(study.store_name(quick)), []
     for run in expand(study, quick):
         key = run.config.key()
         if key not in done:
             done.add(key)
             todo.append(run)
-    return todo
+    rank = {seed: i for i, seed in enumerate(dict.fromkeys(r.seed for r in todo))}
+    return sorted(todo, key=lambda r: rank[r.seed])
 
 
 def _local(runs: list[Run], jobs: int, data_dir: str | None) -> Iterator[tuple[Run, dict]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mnist_lab.report import write_report
-from mnist_lab.runner import run_study
+from mnist_lab.runner import pending, run_study
 from mnist_lab.store import Store
 from mnist_lab.studies import expand, load_study
 
@@ -63,6 +63,12 @@ def test_expansion(tiny):
     quick = expand(tiny, quick=True)
     assert len(quick) == 6 and all(r.config.epochs == 1 and r.config.subset == 200
                                    for r in quick)
+
+
+def test_pending_runs_every_variant_once_before_any_second_seed(tiny, tmp_path):
+    todo = pending(tiny, Store(tmp_path / "runs"), quick=False)
+    assert len(todo) == 12 and [r.seed for r in todo] == [0] * 6 + [1] * 6
+    assert len({r.variant for r in todo[:6]}) == 6
 
 
 def test_every_study_file_parses():
