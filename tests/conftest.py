@@ -1,6 +1,7 @@
 """Shared fixtures: where the real data is, MNIST loaded and a store trained once per session."""
 
 import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,3 +49,23 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_LAB_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("MNIST_LAB_OFFLINE", "1")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(options) -> a freshly mounted folder (root only, else skip); unmounted after."""
+    mounted = []
+
+    def _mount(options: str) -> Path:
+        where = tmp_path / f"fs{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(where)
+        return where
+
+    yield _mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

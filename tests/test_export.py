@@ -191,26 +191,6 @@ def store(tmp_path) -> Path:
     return runs
 
 
-@pytest.fixture
-def tmpfs(tmp_path):
-    """tmpfs(options) -> a freshly mounted folder (root only, else skip); unmounted after."""
-    mounted = []
-
-    def _mount(options: str) -> Path:
-        where = tmp_path / f"fs{len(mounted)}"
-        where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield _mount
-    for where in mounted:
-        subprocess.run(["umount", str(where)], check=False)
-
-
 def assert_export_fails(capsys, out_dir: Path, phrase: str, *args) -> None:
     """One-line error, exit 2, and nothing at all written into out_dir."""
     code, out, err = run_cli(capsys, "export", *args)

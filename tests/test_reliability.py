@@ -43,27 +43,6 @@ def quick_train(capsys, data_root: Path, runs: Path) -> tuple[int, str, str]:
     return run_cli(capsys, "train", *QUICK, "--data-dir", data_root, "--runs-dir", runs)
 
 
-@pytest.fixture
-def mount(tmp_path):
-    """mount(size_kb, ro=False) -> a fresh tmpfs folder; unmounted after the test."""
-    mounted = []
-
-    def _mount(size_kb: int, ro: bool = False) -> Path:
-        where = tmp_path / f"fs{len(mounted)}"
-        where.mkdir()
-        opts = f"size={size_kb}k" + (",ro" if ro else "")
-        out = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield _mount
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def remount(where: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
 
@@ -160,8 +139,8 @@ def test_two_processes_write_the_same_store_at_once(tmp_path, capsys, data_root)
 
 # ---------------------------------------------------------------- read-only and full disks
 
-def test_read_only_results_folder_fails_before_training(mount, capsys, data_root):
-    runs = mount(1024)
+def test_read_only_results_folder_fails_before_training(tmpfs, capsys, data_root):
+    runs = tmpfs("size=1024k")
     assert quick_train(capsys, data_root, runs)[0] == 0
     remount(runs, "ro")
     started = time.perf_counter()
@@ -179,9 +158,9 @@ def test_read_only_results_folder_fails_before_training(mount, capsys, data_root
 # Measured on tmpfs: with 8 KiB free, opening the store fails; 48, the checkpoint; 72, the record
 # (after the checkpoint was written, which must then be removed again).
 @pytest.mark.parametrize("free_kb", [8, 48, 72], ids=["store", "checkpoint", "record"])
-def test_disk_full_while_training(free_kb, mount, capsys, data_root):
+def test_disk_full_while_training(free_kb, tmpfs, capsys, data_root):
     """The disk fills up during training: whatever write fails, the store stays as it was."""
-    runs = mount(2048)
+    runs = tmpfs("size=2048k")
     assert quick_train(capsys, data_root, runs)[0] == 0
     filler = runs / "filler"
     with open(filler, "wb", buffering=0) as f:  # fill the disk, then give back `free_kb`
