@@ -184,6 +184,7 @@ def _curves(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
     for fv in facets:
         fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
         for ax, m in zip(axes[0], metrics, strict=True):
+            shown = []  # values from epoch `zoom_from` on: what the y-axis is fitted to
             for v in variants:
                 rs = [r for r in groups.get((block["name"], v), []) if r in runs
                       and (facet is None or r["config"][facet] == fv)]
@@ -195,10 +196,15 @@ def _curves(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
                 ax.plot(epochs, ys.mean(0), marker="." if n < 20 else None, label=v)
                 if len(rs) > 1:
                     ax.fill_between(epochs, ys.min(0), ys.max(0), alpha=0.2)
+                shown.append(ys[:, spec.get("zoom_from", 1) - 1:])
             ax.set(xlabel="epoch", ylabel=m, yscale=spec.get("yscale", "linear"))
+            if "zoom_from" in spec and shown:  # the first epochs would flatten the differences
+                lo, hi = np.nanmin([a.min() for a in shown]), np.nanmax([a.max() for a in shown])
+                ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
             ax.grid(alpha=0.3)
         axes[0][-1].legend(fontsize=8)
         title = f"{block['name']}: " + ", ".join(metrics) + (f" ({facet}={fv})" if facet else "")
+        title += f", from epoch {spec['zoom_from']}" if "zoom_from" in spec else ""
         fig.suptitle(title)
         rep.figure(fig, title + "; mean over seeds, band = min–max")
 

@@ -32,7 +32,8 @@ scheduler = "none"
 name = "lr"
 grid = { lr = [0.01, 0.03, 0.1, 0.3] }
 table = ["test_accuracy"]
-plots = [{ kind = "sweep", x = "lr", metrics = ["test_accuracy"] }]
+plots = [{ kind = "sweep", x = "lr", metrics = ["test_accuracy"] },
+         { kind = "curves", metrics = ["test_acc"], zoom_from = 2 }]
 [[blocks]]
 name = "odd"
 table = ["test_accuracy"]
@@ -94,7 +95,8 @@ def test_report_from_store(tiny, tmp_path, data_root):
     html = write_report(tiny, store.runs(study="tiny"), tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| lr=0.1 | 2/2 |" in md and "| broken | 0/2 ok |" in md
-    assert html.read_text().count("data:image/png;base64,") == 1
+    assert html.read_text().count("data:image/png;base64,") == 2
+    assert "test_acc, from epoch 2" in md
 
 
 def _stored(db: Path) -> int:
