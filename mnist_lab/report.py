@@ -196,7 +196,9 @@ def _curves(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
                 ax.plot(epochs, ys.mean(0), marker="." if n < 20 else None, label=v)
                 if len(rs) > 1:
                     ax.fill_between(epochs, ys.min(0), ys.max(0), alpha=0.2)
-                shown.append(ys[:, spec.get("zoom_from", 1) - 1:])
+                later = ys[:, spec.get("zoom_from", 1) - 1:]
+                if later.size:  # a quick run may end before zoom_from
+                    shown.append(later)
             ax.set(xlabel="epoch", ylabel=m, yscale=spec.get("yscale", "linear"))
             if "zoom_from" in spec and shown:  # the first epochs would flatten the differences
                 lo, hi = np.nanmin([a.min() for a in shown]), np.nanmax([a.max() for a in shown])
