@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mnist-lab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_run_commands(sub)
+    _add_sharing_commands(sub)
+    _add_study_command(sub)
+    return parser
+
+
+def _add_run_commands(sub: argparse._SubParsersAction) -> None:
+    """train, evaluate, predict, models, runs."""
     p = sub.add_parser("train", help="train one model and store the run",
                        description="Train one model on real data; store the run record and "
                        "checkpoint. Defaults: the compact CNN recipe (< 8k params, ~99.4% "
@@ -96,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="only runs of this study")
     _common(p, data=False)
 
+
+def _add_sharing_commands(sub: argparse._SubParsersAction) -> None:
+    """export, serve: a trained model leaves the lab."""
     p = sub.add_parser("export", help="export a trained model to ONNX or TorchScript",
                        description="Export a run's model (or a checkpoint's) with the training "
                        "standardisation built in: it takes raw pixels in [0, 1], float32 "
@@ -121,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the best stored run)")
     p.add_argument("--runs-dir", help="results store folder (default: $MNIST_LAB_RUNS or ./runs)")
 
+
+def _add_study_command(sub: argparse._SubParsersAction) -> None:
+    """study run | report | show."""
     p = sub.add_parser("study", help="run a study file, or report on its stored runs",
                        description="Studies (studies/*.toml): `run` trains every variant x seed "
                        "not yet stored (resumable), `report` writes Markdown + HTML with tables "
@@ -136,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default: <runs-dir>/reports/<study>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
