@@ -86,7 +86,8 @@ class Store:
     """Run records in `<root>/runs.db`, checkpoints in `<root>/checkpoints/`."""
 
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else default_runs_dir()
+        # absolute: records name their checkpoint by path, and must work from any directory
+        self.root = (Path(root) if root is not None else default_runs_dir()).absolute()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.root / "runs.db", timeout=60, isolation_level=None)

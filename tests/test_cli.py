@@ -242,6 +242,19 @@ def test_predict_defaults_to_best_stored_run(capsys, trained, scans):
     assert json.loads(out)["checkpoint"] == best["checkpoint"]
 
 
+def test_store_given_as_relative_path_works_from_elsewhere(capsys, tmp_path, monkeypatch,
+                                                          data_root, scans):
+    """Records name checkpoints by absolute path: a relative --runs-dir must not leak into them."""
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    record = train_json("--model", "softmax", "--subset", 1000, "--test-subset", 500,
+                        "--data-dir", data_root, "--runs-dir", "runs")
+    assert Path(record["checkpoint"]).is_absolute()
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "predict", scans[0][0], "--runs-dir", "a/runs")
+    assert code == 0 and out
+
+
 # ---------------------------------------------------------------- bad command lines
 
 @pytest.fixture
