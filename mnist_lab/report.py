@@ -193,7 +193,8 @@ def _curves(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
                 n = min(len(r["history"]) for r in rs)
                 ys = np.array([[h.get(m) or np.nan for h in r["history"][:n]] for r in rs])
                 epochs = np.arange(1, n + 1)
-                ax.plot(epochs, ys.mean(0), marker="." if n < 20 else None, label=v)
+                label = ",".join(p for p in v.split(",") if not p.startswith(f"{facet}="))
+                ax.plot(epochs, ys.mean(0), marker="." if n < 20 else None, label=label or v)
                 if len(rs) > 1:
                     ax.fill_between(epochs, ys.min(0), ys.max(0), alpha=0.2)
                 later = ys[:, spec.get("zoom_from", 1) - 1:]
