@@ -64,9 +64,10 @@ def test_pickled_checkpoint_cannot_run_code(writer, tmp_path, capsys, data_root)
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
     if writer == "pickle":
         evil.write_bytes(pickle.dumps({"state_dict": Payload(marker)}))
+        pickle.loads(evil.read_bytes())
     else:
         torch.save({"state_dict": Payload(marker)}, evil)
-    pickle.loads(evil.read_bytes()) if writer == "pickle" else torch.load(evil, weights_only=False)
+        torch.load(evil, weights_only=False)  # what an unsafe loader would do
     assert marker.exists(), "the payload must be live for this test to mean anything"
     marker.unlink()
 
