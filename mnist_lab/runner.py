@@ -59,13 +59,15 @@ def pending(study: Study, store: Store, quick: bool) -> list[Run]:
 
     Seed-major order: a study stopped part-way has every variant at least once to report on.
     """
-    done, todo = store.done_keys(study.store_name(quick)), []
-    for run in expand(study, quick):
+    runs, done, todo = expand(study, quick), store.done_keys(study.store_name(quick)), []
+    for run in runs:
         key = run.config.key()
         if key not in done:
             done.add(key)
             todo.append(run)
-    rank = {seed: i for i, seed in enumerate(dict.fromkeys(r.seed for r in todo))}
+    # Rank seeds by their order in the study, not among the pending runs: once the first
+    # variant's first seed is stored, its second seed must not jump ahead of the others.
+    rank = {seed: i for i, seed in enumerate(dict.fromkeys(r.seed for r in runs))}
     return sorted(todo, key=lambda r: rank[r.seed])
 
 

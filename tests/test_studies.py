@@ -70,6 +70,12 @@ def test_pending_runs_every_variant_once_before_any_second_seed(tiny, tmp_path):
     todo = pending(tiny, Store(tmp_path / "runs"), quick=False)
     assert len(todo) == 12 and [r.seed for r in todo] == [0] * 6 + [1] * 6
     assert len({r.variant for r in todo[:6]}) == 6
+    # With the first variant's first seed stored, the other first seeds still come first.
+    store = Store(tmp_path / "runs")
+    store.add({"id": "r0", "key": todo[0].config.key(), "status": "complete", "model": "softmax",
+               "dataset": "mnist", "test_accuracy": 0.9, "created": "0"}, tiny.store_name(False))
+    todo = pending(tiny, store, quick=False)
+    assert [r.seed for r in todo] == [0] * 5 + [1] * 6
 
 
 def test_every_study_file_parses():
