@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -53,9 +53,14 @@ def mean_std(name: str, xs: list[float]) -> str:
         return "—"
     if len(xs) == 1:
         return fmt(name, xs[0])
-    sd = statistics.stdev(xs)
-    spread = f"{100 * sd:.2f}" if "%" in fmt(name, 1.0) else fmt(name, sd).rstrip("%")
-    return f"{fmt(name, statistics.mean(xs))} ± {spread} (n={len(xs)})"
+    mean, sd = fmt(name, statistics.mean(xs)), statistics.stdev(xs)
+    if mean.endswith("%"):
+        spread = f"{100 * sd:.2f}"
+    elif "e" in mean:
+        spread = fmt(name, sd)
+    else:  # as many decimals as the mean shows: 27.62 ± 0.53, not 27.62 ± 0.5342
+        spread = f"{sd:,.{len(mean.partition('.')[2])}f}"
+    return f"{mean} ± {spread} (n={len(xs)})"
 
 
 class Report:
@@ -121,24 +126,26 @@ class Report:
                 + "\n".join(body) + "</body></html>")
 
 
-def _group(study: Study, records: list[dict],
-           quick: bool) -> tuple[dict[tuple[str, str], list[dict]], dict[str, list[str]]]:
-    """Records of each (block, variant), matched by config key, and variant order per block.
+def _group(study: Study, records: list[dict], quick: bool) -> tuple[dict, dict, Counter]:
+    """Records of each (block, variant) matched by config key, variant order per block, and
+    how many runs the study file expects of each (block, variant).
 
     Matching by key rather than by the stored labels lets blocks share a run (the same config
     in two tables) and survives renaming a variant.
     """
     by_key = {r["key"]: r for r in records}  # oldest first, so the latest attempt wins
-    groups, order = defaultdict(list), defaultdict(list)
+    groups, order, expected = defaultdict(list), defaultdict(list), Counter()
     for run in expand(study, quick):
+        expected[(run.block, run.variant)] += 1
         if run.variant not in order[run.block]:
             order[run.block].append(run.variant)
         if (record := by_key.get(run.config.key())) is not None:
             groups[(run.block, run.variant)].append(record)
-    return groups, order
+    return groups, order, expected
 
 
-def _table(rep: Report, block: dict, variants: list[str], groups: dict) -> None:
+def _table(rep: Report, block: dict, variants: list[str], groups: dict,
+           expected: Counter) -> None:
     metrics = block.get("table", ["test_accuracy"])
     refs = block.get("reference", {})
     header, rows = ["variant", "runs"], []
@@ -147,7 +154,10 @@ def _table(rep: Report, block: dict, variants: list[str], groups: dict) -> None:
     for v in variants:
         runs = groups.get((block["name"], v), [])
         ok = [r for r in runs if r["status"] == "complete"]
-        row = [v, f"{len(ok)}/{len(runs)}" + ("" if len(ok) == len(runs) else " ok")]
+        # complete/expected, so a study still running shows what it lacks
+        bad = Counter(r["status"] for r in runs if r["status"] != "complete")
+        row = [v, f"{len(ok)}/{expected[(block['name'], v)]}"
+               + "".join(f", {n} {s}" for s, n in sorted(bad.items()))]
         for m in metrics:
             xs = [value(r, m) for r in ok]
             row.append(mean_std(m, xs))
@@ -259,7 +269,7 @@ def write_report(study: Study, records: list[dict], out_dir: Path, quick: bool =
     """Write report.md, report.html and the PNG plots into out_dir; return the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = Report(out_dir)
-    groups, order = _group(study, records, quick)
+    groups, order, expected = _group(study, records, quick)
     rep.heading(study.title + (" (quick mode)" if quick else ""), 1)
     statuses = defaultdict(int)
     for r in records:
@@ -273,7 +283,7 @@ def write_report(study: Study, records: list[dict], out_dir: Path, quick: bool =
         rep.heading(block.get("title", block["name"]))
         if block.get("notes"):
             rep.text(block["notes"].strip())
-        _table(rep, block, variants, groups)
+        _table(rep, block, variants, groups, expected)
         if "select_by" in block:
             _select(rep, block, variants, groups)
         for spec in block.get("plots", []):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_lab.report import write_report
+from mnist_lab.report import mean_std, write_report
 from mnist_lab.runner import pending, run_study
 from mnist_lab.store import Store
 from mnist_lab.studies import expand, load_study
@@ -100,9 +100,17 @@ def test_report_from_store(tiny, tmp_path, data_root):
     run_study(tiny, store, data_dir=str(data_root), progress=False)
     html = write_report(tiny, store.runs(study="tiny"), tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "| lr=0.1 | 2/2 |" in md and "| broken | 0/2 ok |" in md
+    assert "| lr=0.1 | 2/2 |" in md and "| broken | 0/2, 2 failed |" in md
     assert html.read_text().count("data:image/png;base64,") == 2
     assert "test_acc, from epoch 2" in md
+
+
+def test_mean_std_shows_the_spread_at_the_means_precision():
+    assert mean_std("test_accuracy", [0.99, 0.98]) == "98.50% ± 0.71 (n=2)"
+    assert mean_std("weight_norm", [27.0, 28.24]) == "27.62 ± 0.88 (n=2)"
+    assert mean_std("test_loss", [0.1, 0.2]) == "0.1500 ± 0.0707 (n=2)"
+    assert mean_std("params", [7432, 7432]) == "7,432 ± 0 (n=2)"
+    assert mean_std("weight_norm", [1.5]) == "1.5" and mean_std("x", [None]) == "—"
 
 
 def _stored(db: Path) -> int:
