@@ -271,11 +271,11 @@ def write_report(study: Study, records: list[dict], out_dir: Path, quick: bool =
     rep = Report(out_dir)
     groups, order, expected = _group(study, records, quick)
     rep.heading(study.title + (" (quick mode)" if quick else ""), 1)
-    statuses = defaultdict(int)
-    for r in records:
-        statuses[r["status"]] += 1
-    rep.text(f"Source: {study.source}. Runs stored: {len(records)} ("
-             + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ").")
+    keys = {run.config.key() for run in expand(study, quick)}
+    statuses = Counter(r["status"] for r in records if r["key"] in keys)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    rep.text(f"Source: {study.source}. Runs stored: {statuses.total()} of the {len(keys)} the "
+             f"study defines" + (f" ({counts})." if counts else "."))
     if study.notes:
         rep.text(study.notes.strip())
     for block in study.blocks:

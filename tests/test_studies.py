@@ -100,6 +100,7 @@ def test_report_from_store(tiny, tmp_path, data_root):
     run_study(tiny, store, data_dir=str(data_root), progress=False)
     html = write_report(tiny, store.runs(study="tiny"), tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
+    assert "Runs stored: 12 of the 12 the study defines (8 complete, 2 diverged, 2 failed)" in md
     assert "| lr=0.1 | 2/2 |" in md and "| broken | 0/2, 2 failed |" in md
     assert html.read_text().count("data:image/png;base64,") == 2
     assert "test_acc, from epoch 2" in md
