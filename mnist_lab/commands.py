@@ -176,10 +176,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     store = Store(args.runs_dir)
     name = study.store_name(args.quick)
     if args.action == "show":
-        todo = {r.config.key() for r in pending(study, store, args.quick)}
+        todo, keys = {r.config.key() for r in pending(study, store, args.quick)}, set()
         for r in expand(study, args.quick):
+            keys.add(r.config.key())
             state = "pending" if r.config.key() in todo else "stored"
             print(f"{r.block:<12} {r.variant:<32} seed {r.seed:<3} {state}")
+        print(f"study {name}: {len(keys) - len(todo)} of {len(keys)} runs stored, "
+              f"{len(todo)} to run")
         return 0
     if args.action == "run":
         counts = run_study(study, store, args.jobs, args.quick, args.executor, args.address,

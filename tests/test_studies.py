@@ -181,6 +181,7 @@ def test_study_cli_run_show_report(tiny, tmp_path, data_root, capsys):
     code, out, _ = _cli(capsys, "study", "show", str(tiny.path), "--quick", *common)
     states = [line.split()[-1] for line in out.splitlines()]
     assert code == 0 and states.count("pending") == 1 and states.count("stored") == 5
+    assert out.splitlines()[-1] == "study tiny:quick: 5 of 6 runs stored, 1 to run"
     code, out, _ = _cli(capsys, "study", "report", str(tiny.path), "--quick", *common)
     assert code == 0 and (tmp_path / "runs" / "reports" / "tiny-quick" / "report.html").exists()
 
