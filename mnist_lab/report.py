@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .metrics import most_confused  # noqa: E402
-from .studies import Study, expand  # noqa: E402
+from .studies import Run, Study, expand  # noqa: E402
 
 
 def value(record: dict, name: str) -> float | None:
@@ -126,7 +126,7 @@ class Report:
                 + "\n".join(body) + "</body></html>")
 
 
-def _group(study: Study, records: list[dict], quick: bool) -> tuple[dict, dict, Counter]:
+def _group(runs: list[Run], records: list[dict]) -> tuple[dict, dict, Counter]:
     """Records of each (block, variant) matched by config key, variant order per block, and
     how many runs the study file expects of each (block, variant).
 
@@ -135,7 +135,7 @@ def _group(study: Study, records: list[dict], quick: bool) -> tuple[dict, dict, 
     """
     by_key = {r["key"]: r for r in records}  # oldest first, so the latest attempt wins
     groups, order, expected = defaultdict(list), defaultdict(list), Counter()
-    for run in expand(study, quick):
+    for run in runs:
         expected[(run.block, run.variant)] += 1
         if run.variant not in order[run.block]:
             order[run.block].append(run.variant)
@@ -269,9 +269,10 @@ def write_report(study: Study, records: list[dict], out_dir: Path, quick: bool =
     """Write report.md, report.html and the PNG plots into out_dir; return the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = Report(out_dir)
-    groups, order, expected = _group(study, records, quick)
+    runs = expand(study, quick)
+    groups, order, expected = _group(runs, records)
     rep.heading(study.title + (" (quick mode)" if quick else ""), 1)
-    keys = {run.config.key() for run in expand(study, quick)}
+    keys = {run.config.key() for run in runs}
     statuses = Counter(r["status"] for r in records if r["key"] in keys)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     rep.text(f"Source: {study.source}. Runs stored: {statuses.total()} of the {len(keys)} the "
