@@ -29,7 +29,8 @@ from mnist_lab.augment import Augment, random_affine  # noqa: E402
 from mnist_lab.cli import _parse_kv  # noqa: E402
 from mnist_lab.config import TrainConfig  # noqa: E402
 from mnist_lab.data import load  # noqa: E402
-from mnist_lab.train import build_model, learning_rate, make_optimizer  # noqa: E402
+from mnist_lab.optim import learning_rate, make_optimizer  # noqa: E402
+from mnist_lab.train import build_model  # noqa: E402
 
 
 class MNISTDataset(Dataset):

@@ -1,8 +1,9 @@
 """Execute a study's runs: in this process, in a local process pool, or on a Ray cluster.
 
 Workers only compute: each returns its run record to the driver, which alone writes the store,
-so no shared filesystem is needed and a killed driver loses only the runs in flight. Runs whose
-config key is already stored (complete or diverged) are skipped, so re-running resumes.
+so no shared filesystem is needed. Runs whose config key is already stored (complete or
+diverged) are skipped, so re-running resumes; local runs also keep a snapshot after every epoch,
+so a killed study loses at most an epoch of each run in flight (Ray runs restart theirs).
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
+from pathlib import Path
 
 from tqdm import tqdm
 
 from .config import TrainConfig
 from .data import Dataset, load
+from .snapshot import snapshot_path
 from .store import Store
 from .studies import Run, Study, expand
 
 _DATA: dict[str, Dataset] = {}  # per worker process: load each dataset once
 
 
-def run_one(config: dict, data_dir: str | None = None) -> dict:
-    """Train one config and return its record; an exception becomes a 'failed' record."""
+def run_one(config: dict, data_dir: str | None = None, snapshot: str | None = None) -> dict:
+    """Train one config and return its record; an exception becomes a 'failed' record.
+
+    snapshot: the file that keeps the run's progress between epochs (see snapshot.py).
+    """
     from .train import train  # imported in the worker, after its thread count is set
 
     cfg = TrainConfig.from_dict(config)
@@ -35,7 +41,7 @@ def run_one(config: dict, data_dir: str | None = None) -> dict:
             torch.set_num_threads(cfg.threads)
         if cfg.dataset not in _DATA:
             _DATA[cfg.dataset] = load(cfg.dataset, data_dir)
-        record, _ = train(cfg, _DATA[cfg.dataset])
+        record, _ = train(cfg, _DATA[cfg.dataset], snapshot=Path(snapshot) if snapshot else None)
         return record
     except Exception as e:  # noqa: BLE001 - a failed run is data, not a crash of the study
         return failed_record(cfg, e)
@@ -71,15 +77,18 @@ def pending(study: Study, store: Store, quick: bool) -> list[Run]:
     return sorted(todo, key=lambda r: rank[r.seed])
 
 
-def _local(runs: list[Run], jobs: int, data_dir: str | None) -> Iterator[tuple[Run, dict]]:
+def _local(runs: list[Run], jobs: int, data_dir: str | None,
+           root: Path) -> Iterator[tuple[Run, dict]]:
+    def args(run: Run) -> tuple[dict, str | None, str]:
+        return run.config.to_dict(), data_dir, str(snapshot_path(root, run.config.key()))
     if jobs == 1:
         for run in runs:
-            yield run, run_one(run.config.to_dict(), data_dir)
+            yield run, run_one(*args(run))
         return
     # spawn, not fork: a forked child inherits torch's thread pool in an unusable state.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_one, r.config.to_dict(), data_dir): r for r in runs}
+        futures = {pool.submit(run_one, *args(r)): r for r in runs}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
@@ -110,12 +119,13 @@ def run_study(study: Study, store: Store, jobs: int = 1, quick: bool = False,
     for run in todo:
         run.config.threads = threads
     results = (_ray(todo, address, threads, data_dir) if executor == "ray"
-               else _local(todo, jobs, data_dir))
+               else _local(todo, jobs, data_dir, store.root))
     unique = {r.config.key() for r in expand(study, quick)}  # blocks may share a run
     counts = {"skipped": len(unique) - len(todo)}
     for run, record in tqdm(results, total=len(todo), disable=not progress, desc=study.name,
                             unit="run", dynamic_ncols=True):
         record.update(block=run.block, variant=run.variant, seed=run.seed)
         store.add(record, study=study.store_name(quick))
+        snapshot_path(store.root, record["key"]).unlink(missing_ok=True)  # stored: not needed
         counts[record["status"]] = counts.get(record["status"], 0) + 1
     return counts

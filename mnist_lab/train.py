@@ -14,6 +14,7 @@ import resource
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,26 +30,12 @@ from .envinfo import environment
 from .errors import UserError
 from .metrics import classification_metrics
 from .models import count_params, create_model, model_entry
+from .optim import learning_rate, make_optimizer
+from .snapshot import load_snapshot, save_snapshot
 
 # Evaluation batch: on CPU a large batch's activations spill out of the caches, and conv nets
 # evaluate 1.5-2.8x faster in batches of 64 than of 2,000 (bench/eval_batch.py); GPUs want large.
 EVAL_BATCH_CPU, EVAL_BATCH_GPU = 64, 2000
-
-
-def learning_rate(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Pure schedule: the learning rate for optimiser step `step` (0-based)."""
-    if cfg.scheduler == "none":
-        return cfg.lr
-    if cfg.scheduler == "step":
-        return cfg.lr * cfg.gamma ** (step // steps_per_epoch // cfg.step_size)
-    t = step / max(1, total_steps - 1)
-    if cfg.scheduler == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
-    # onecycle: linear warm-up from lr/25, then cosine annealing to zero. The warm-up lets a
-    # high peak rate be used safely; the long anneal is where most accuracy is gained.
-    if t < cfg.warmup:
-        return cfg.lr * (0.04 + 0.96 * t / cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (t - cfg.warmup) / (1 - cfg.warmup)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,57 +82,6 @@ def build_model(cfg: TrainConfig) -> object:
     if "seed" in params:
         kw.setdefault("seed", cfg.seed)
     return create_model(cfg.model, **kw)
-
-
-class SGD:
-    """torch.optim.SGD's update (momentum, Nesterov, coupled weight decay), nothing else.
-
-    Why not torch.optim.SGD: the first use of any torch.optim optimiser imports TorchDynamo,
-    1.7 s of a 15 s time-to-99% run on 2 CPU cores. The arithmetic is torch's, step for step
-    (tests/test_train.py checks the two agree).
-    """
-
-    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False):
-        self.params = [p for p in params if p.requires_grad]
-        self.param_groups = [{"lr": lr}]  # the schedule writes the lr here, as for torch.optim
-        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
-        self.buffers: list[torch.Tensor] | None = None
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop the gradients."""
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One update of every parameter that has a gradient."""
-        params = [p for p in self.params if p.grad is not None]
-        grads = [p.grad for p in params]
-        if self.weight_decay:
-            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
-        if self.momentum:
-            if self.buffers is None:  # first step: the buffer starts as the gradient
-                self.buffers = [g.clone() for g in grads]
-            else:
-                torch._foreach_mul_(self.buffers, self.momentum)
-                torch._foreach_add_(self.buffers, grads)
-            grads = (torch._foreach_add(grads, self.buffers, alpha=self.momentum)
-                     if self.nesterov else self.buffers)
-        torch._foreach_add_(params, grads, alpha=-self.param_groups[0]["lr"])
-
-
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> SGD | torch.optim.Optimizer:
-    """The optimiser the config names; lr is overwritten every step by the schedule."""
-    params, wd = model.parameters(), cfg.weight_decay
-    if cfg.optimizer == "sgd":
-        return SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd,
-                   nesterov=cfg.nesterov and cfg.momentum > 0)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
-    return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=wd)
 
 
 def weight_norm(model: nn.Module) -> float:
@@ -227,18 +163,46 @@ class _Trainer:
         n = len(perm)
         return float(loss_sum) / n, float(correct) / n, lr
 
-    def run(self, progress: bool) -> dict:
-        """Train for cfg.epochs (or until the target / divergence); return the run record."""
-        cfg, history, status = self.cfg, [], "complete"
-        started, train_s, eval_s, eval_n = time.perf_counter(), 0.0, 0.0, 0
-        seconds_to_target, pred = None, None
-        bar = tqdm(total=cfg.epochs * self.steps_per_epoch, disable=not progress,
-                   desc=cfg.model, unit="step", dynamic_ncols=True, leave=False)
-        for epoch in range(1, cfg.epochs + 1):
+    def state(self, history: list[dict], clock: dict) -> dict:
+        """Everything a resumed run needs to go on exactly as if it had never stopped."""
+        cuda = self.device.type == "cuda"
+        return {"key": self.cfg.key(), "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+                "step": self.step, "images_seen": self.images_seen,
+                "history": history, "clock": clock}
+
+    def restore(self, state: dict) -> tuple[list[dict], dict]:
+        """Load a snapshot written by state(); return its history and clocks."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.step, self.images_seen = state["step"], state["images_seen"]
+        return state["history"], state["clock"]
+
+    def run(self, progress: bool, snapshot: Path | None = None) -> dict:
+        """Train for cfg.epochs (or until the target / divergence); return the run record.
+
+        With a snapshot path, resume from the snapshot there if it is this run's, and write
+        one after every epoch but the last (see snapshot.py).
+        """
+        cfg, status, seconds_to_target, pred = self.cfg, "complete", None, None
+        state = load_snapshot(snapshot, cfg.key()) if snapshot else None
+        history, clock = (self.restore(state) if state else
+                          ([], {"wall_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "eval_n": 0}))
+        resumed_at, started = len(history), time.perf_counter() - clock["wall_s"]
+        bar = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.step,
+                   disable=not progress, desc=cfg.model, unit="step", dynamic_ncols=True,
+                   leave=False)
+        for epoch in range(resumed_at + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
             train_loss, train_acc, lr = self.train_epoch(bar)
             t1 = time.perf_counter()
-            train_s += t1 - t0
+            clock["train_s"] += t1 - t0
             if not math.isfinite(train_loss):
                 status = "diverged"
                 break
@@ -246,11 +210,11 @@ class _Trainer:
             if self.val_split is not None:
                 entry["val_loss"], entry["val_acc"], _ = evaluate(
                     self.model, self.val_split, self.mean, self.std, self.device)
-                eval_n += len(self.val_split)
+                clock["eval_n"] += len(self.val_split)
             entry["test_loss"], entry["test_acc"], pred = evaluate(
                 self.model, self.test_split, self.mean, self.std, self.device)
-            eval_n += len(self.test_split)
-            eval_s += time.perf_counter() - t1
+            clock["eval_n"] += len(self.test_split)
+            clock["eval_s"] += time.perf_counter() - t1
             entry |= {"gap": train_acc - entry["test_acc"], "weight_norm": weight_norm(self.model),
                       "lr": lr, "seconds": t1 - t0}
             history.append(entry)
@@ -259,11 +223,16 @@ class _Trainer:
             if cfg.stop_at_accuracy and entry["test_acc"] >= cfg.stop_at_accuracy:
                 seconds_to_target = time.perf_counter() - PROCESS_START
                 break
+            if snapshot and epoch < cfg.epochs:  # the last epoch always runs to the record
+                clock["wall_s"] = time.perf_counter() - started
+                save_snapshot(snapshot, self.state(history, clock))
         bar.close()
+        train_s, eval_s = clock["train_s"], clock["eval_s"]
         timing = {"wall_seconds": time.perf_counter() - started,
                   "train_images_per_s": self.images_seen / train_s if train_s else None,
-                  "infer_images_per_s": eval_n / eval_s if eval_s else None,
-                  "seconds_to_target": seconds_to_target}
+                  "infer_images_per_s": clock["eval_n"] / eval_s if eval_s else None,
+                  "seconds_to_target": seconds_to_target,
+                  "resumed_at_epoch": resumed_at or None}
         return make_record(cfg, status, count_params(self.model), history, pred,
                            self.test_split, timing, self.device)
 
@@ -327,8 +296,12 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
                        torch.device("cpu")), model
 
 
-def train(cfg: TrainConfig, data: Dataset, progress: bool = False) -> tuple[dict, object]:
-    """Train one run; return (record, model). Never raises on divergence (status says so)."""
+def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
+          snapshot: Path | None = None) -> tuple[dict, object]:
+    """Train one run; return (record, model). Never raises on divergence (status says so).
+
+    snapshot: a file to resume from and to keep the run's progress in after every epoch.
+    """
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -343,4 +316,4 @@ def train(cfg: TrainConfig, data: Dataset, progress: bool = False) -> tuple[dict
     if cfg.batch_size > len(trainer.train_split):
         raise UserError(f"batch size {cfg.batch_size} exceeds the {len(trainer.train_split)} "
                         "training images")
-    return trainer.run(progress), trainer.model
+    return trainer.run(progress, snapshot), trainer.model

@@ -140,6 +140,7 @@ def test_resume_after_kill(tmp_path, data_root):
     subprocess.run(cmd, check=True, capture_output=True)
     records = Store(runs_dir).runs(study="tiny")
     assert len(records) == 16 and len({r["key"] for r in records}) == 16
+    assert not list((runs_dir / "partial").glob("*"))  # snapshots go once runs are stored
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)

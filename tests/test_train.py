@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
+from mnist_lab import train as train_module
 from mnist_lab.augment import Augment, prepare
 from mnist_lab.config import TrainConfig
 from mnist_lab.errors import UserError
-from mnist_lab.train import learning_rate, train
+from mnist_lab.optim import learning_rate
+from mnist_lab.train import train
 
 TINY = dict(subset=1000, epochs=2, batch_size=64, threads=1)
 
@@ -52,6 +54,49 @@ def test_same_seed_same_numbers(mnist):
     other, _ = train(TrainConfig(seed=8, **cfg), mnist)
     assert history_without_timing(first) == history_without_timing(second)
     assert history_without_timing(first) != history_without_timing(other)
+
+
+class SimulatedKillError(Exception):
+    """Stands in for a kill arriving in the middle of an epoch."""
+
+
+# Conv net with our SGD and augmentation; MLP with dropout (the global RNG) and torch's Adam.
+@pytest.mark.parametrize("model, optimizer, lr", [("compact_step3", "sgd", 0.05),
+                                                  ("fcnn", "adam", 0.001)])
+def test_a_killed_run_resumes_from_its_snapshot_with_the_same_numbers(
+        mnist, tmp_path, monkeypatch, model, optimizer, lr):
+    cfg = TrainConfig(model=model, optimizer=optimizer, lr=lr, rotate=10, translate=0.1,
+                      **dict(TINY, epochs=3))
+    whole, _ = train(cfg, mnist)
+    snapshot, real_evaluate, calls = tmp_path / "partial" / "run.pt", train_module.evaluate, []
+
+    def evaluate_then_die(*args):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 3's evaluation: the snapshot holds epochs 1 and 2
+            raise SimulatedKillError
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate_then_die)
+    with pytest.raises(SimulatedKillError):
+        train(cfg, mnist, snapshot=snapshot)
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    resumed, _ = train(cfg, mnist, snapshot=snapshot)
+    assert resumed["resumed_at_epoch"] == 2 and whole["resumed_at_epoch"] is None
+    assert history_without_timing(resumed) == history_without_timing(whole)
+    assert resumed["metrics"] == whole["metrics"]
+
+
+def test_a_snapshot_of_another_run_or_an_unreadable_one_is_ignored(mnist, tmp_path):
+    cfg, snapshot = TrainConfig(**TINY), tmp_path / "run.pt"
+    train(TrainConfig(**dict(TINY, epochs=3, seed=5)), mnist, snapshot=snapshot)
+    assert snapshot.exists()  # written after epochs 1 and 2, left for the caller to delete
+    other, _ = train(cfg, mnist, snapshot=snapshot)  # another config's snapshot
+    snapshot.write_bytes(b"not a snapshot")
+    garbage, _ = train(cfg, mnist, snapshot=snapshot)
+    fresh, _ = train(cfg, mnist)
+    assert other["resumed_at_epoch"] is garbage["resumed_at_epoch"] is None
+    assert history_without_timing(other) == history_without_timing(fresh)
+    assert history_without_timing(garbage) == history_without_timing(fresh)
 
 
 def test_divergence_is_recorded_not_raised(mnist):
@@ -108,7 +153,7 @@ def test_logistic_regression_on_10k_reaches_88(mnist):
 @pytest.mark.parametrize("momentum, nesterov, wd", [(0.0, False, 0.0), (0.9, False, 1e-3),
                                                     (0.9, True, 5e-4)])
 def test_our_sgd_matches_torch(momentum, nesterov, wd):
-    from mnist_lab.train import SGD
+    from mnist_lab.optim import SGD
 
     torch.manual_seed(0)
     ours, theirs = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
