@@ -184,6 +184,22 @@ class _Trainer:
         self.step, self.images_seen = state["step"], state["images_seen"]
         return state["history"], state["clock"]
 
+    def measure(self, entry: dict, clock: dict) -> np.ndarray:
+        """Evaluate after an epoch: add validation and test loss and accuracy, the gap and the
+        weight norm to the history entry; return the test predictions."""
+        t = time.perf_counter()
+        if self.val_split is not None:
+            entry["val_loss"], entry["val_acc"], _ = evaluate(
+                self.model, self.val_split, self.mean, self.std, self.device)
+            clock["eval_n"] += len(self.val_split)
+        entry["test_loss"], entry["test_acc"], pred = evaluate(
+            self.model, self.test_split, self.mean, self.std, self.device)
+        clock["eval_n"] += len(self.test_split)
+        clock["eval_s"] += time.perf_counter() - t
+        entry |= {"gap": entry["train_acc"] - entry["test_acc"],
+                  "weight_norm": weight_norm(self.model)}
+        return pred
+
     def run(self, progress: bool, snapshot: Path | None = None) -> dict:
         """Train for cfg.epochs (or until the target / divergence); return the run record.
 
@@ -201,26 +217,17 @@ class _Trainer:
         for epoch in range(resumed_at + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
             train_loss, train_acc, lr = self.train_epoch(bar)
-            t1 = time.perf_counter()
-            clock["train_s"] += t1 - t0
+            seconds = time.perf_counter() - t0
+            clock["train_s"] += seconds
             if not math.isfinite(train_loss):
                 status = "diverged"
                 break
             entry = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
-            if self.val_split is not None:
-                entry["val_loss"], entry["val_acc"], _ = evaluate(
-                    self.model, self.val_split, self.mean, self.std, self.device)
-                clock["eval_n"] += len(self.val_split)
-            entry["test_loss"], entry["test_acc"], pred = evaluate(
-                self.model, self.test_split, self.mean, self.std, self.device)
-            clock["eval_n"] += len(self.test_split)
-            clock["eval_s"] += time.perf_counter() - t1
-            entry |= {"gap": train_acc - entry["test_acc"], "weight_norm": weight_norm(self.model),
-                      "lr": lr, "seconds": t1 - t0}
-            history.append(entry)
+            pred = self.measure(entry, clock)
+            history.append(entry | {"lr": lr, "seconds": seconds})
             if progress:
-                bar.write(_epoch_line(entry, cfg.epochs))
-            if cfg.stop_at_accuracy and entry["test_acc"] >= cfg.stop_at_accuracy:
+                bar.write(_epoch_line(history[-1], cfg.epochs))
+            if cfg.stop_at_accuracy and history[-1]["test_acc"] >= cfg.stop_at_accuracy:
                 seconds_to_target = time.perf_counter() - PROCESS_START
                 break
             if snapshot and epoch < cfg.epochs:  # the last epoch always runs to the record
