@@ -15,7 +15,9 @@ from .errors import UserError
 from .inference import Classifier, best_checkpoint
 from .models import count_params, create_model, list_models, model_entry
 from .preprocess import load_image, to_mnist
+from .snapshot import epochs_done, snapshot_path
 from .store import Store, check_writable, load_checkpoint
+from .studies import Study, expand, load_study
 from .train import evaluate, input_stats, resolve_device, train
 
 
@@ -160,11 +162,27 @@ def _study_path(name: str) -> Path:
     return path
 
 
+def _show(study: Study, store: Store, quick: bool) -> None:
+    """Print every run of the study as stored or pending (with the epochs a snapshot keeps)."""
+    from .runner import pending
+
+    todo, keys = {r.config.key() for r in pending(study, store, quick)}, set()
+    for r in expand(study, quick):
+        key = r.config.key()
+        keys.add(key)
+        state = "stored"
+        if key in todo:
+            done = epochs_done(snapshot_path(store.root, key))
+            state = f"pending ({done} of {r.config.epochs} epochs done)" if done else "pending"
+        print(f"{r.block:<12} {r.variant:<32} seed {r.seed:<3} {state}")
+    print(f"study {study.store_name(quick)}: {len(keys) - len(todo)} of {len(keys)} runs "
+          f"stored, {len(todo)} to run")
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     """Run, report on, or show a study."""
     from .report import write_report
-    from .runner import pending, run_study
-    from .studies import expand, load_study
+    from .runner import run_study
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
@@ -176,13 +194,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     store = Store(args.runs_dir)
     name = study.store_name(args.quick)
     if args.action == "show":
-        todo, keys = {r.config.key() for r in pending(study, store, args.quick)}, set()
-        for r in expand(study, args.quick):
-            keys.add(r.config.key())
-            state = "pending" if r.config.key() in todo else "stored"
-            print(f"{r.block:<12} {r.variant:<32} seed {r.seed:<3} {state}")
-        print(f"study {name}: {len(keys) - len(todo)} of {len(keys)} runs stored, "
-              f"{len(todo)} to run")
+        _show(study, store, args.quick)
         return 0
     if args.action == "run":
         counts = run_study(study, store, args.jobs, args.quick, args.executor, args.address,

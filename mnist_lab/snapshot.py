@@ -38,3 +38,11 @@ def load_snapshot(path: Path, key: str) -> dict | None:
     except Exception:  # noqa: BLE001 - missing or unreadable: start over
         return None
     return state if isinstance(state, dict) and state.get("key") == key else None
+
+
+def epochs_done(path: Path) -> int:
+    """How many epochs the snapshot at path holds (0 if none); reads only the history."""
+    try:  # mmap: the weights stay on disk
+        return len(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["history"])
+    except Exception:  # noqa: BLE001 - missing or unreadable: nothing kept
+        return 0

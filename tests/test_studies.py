@@ -12,6 +12,7 @@ import pytest
 
 from mnist_lab.report import mean_std, write_report
 from mnist_lab.runner import pending, run_study
+from mnist_lab.snapshot import save_snapshot, snapshot_path
 from mnist_lab.store import Store
 from mnist_lab.studies import expand, load_study
 
@@ -185,6 +186,17 @@ def test_study_cli_run_show_report(tiny, tmp_path, data_root, capsys):
     assert out.splitlines()[-1] == "study tiny:quick: 5 of 6 runs stored, 1 to run"
     code, out, _ = _cli(capsys, "study", "report", str(tiny.path), "--quick", *common)
     assert code == 0 and (tmp_path / "runs" / "reports" / "tiny-quick" / "report.html").exists()
+
+
+def test_study_show_counts_the_epochs_a_snapshot_keeps(tiny, tmp_path, capsys):
+    first = expand(tiny)[0].config
+    save_snapshot(snapshot_path(tmp_path / "runs", first.key()),
+                  {"key": first.key(), "history": [{"epoch": 1}]})
+    code, out, _ = _cli(capsys, "study", "show", str(tiny.path), "--runs-dir",
+                        str(tmp_path / "runs"))
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith("seed 0   pending (1 of 2 epochs done)")
+    assert lines[1].endswith("pending") and lines[-1].endswith("0 of 12 runs stored, 12 to run")
 
 
 @pytest.mark.parametrize("content, phrase", [
