@@ -25,6 +25,7 @@ from .store import Store
 from .studies import Run, Study, expand
 
 _DATA: dict[str, Dataset] = {}  # per worker process: load each dataset once
+TRAIN_IMAGES = 60_000  # training set size of MNIST and Fashion-MNIST alike
 
 
 def run_one(config: dict, data_dir: str | None = None, snapshot: str | None = None) -> dict:
@@ -60,10 +61,17 @@ def failed_record(cfg: TrainConfig, error: BaseException) -> dict:
     }
 
 
+def _images_seen(cfg: TrainConfig) -> int:
+    """Training images a run passes over: a rough measure of how long it takes."""
+    return cfg.epochs * (cfg.subset or TRAIN_IMAGES - cfg.val_size)
+
+
 def pending(study: Study, store: Store, quick: bool) -> list[Run]:
     """Runs of the study not yet stored, one per config key, first seed of every variant first.
 
     Seed-major order: a study stopped part-way has every variant at least once to report on.
+    Within a seed the longest runs go first, so short ones fill the last workers' time
+    instead of one long run finishing alone while the other workers sit idle.
     """
     runs, done, todo = expand(study, quick), store.done_keys(study.store_name(quick)), []
     for run in runs:
@@ -74,7 +82,7 @@ def pending(study: Study, store: Store, quick: bool) -> list[Run]:
     # Rank seeds by their order in the study, not among the pending runs: once the first
     # variant's first seed is stored, its second seed must not jump ahead of the others.
     rank = {seed: i for i, seed in enumerate(dict.fromkeys(r.seed for r in runs))}
-    return sorted(todo, key=lambda r: rank[r.seed])
+    return sorted(todo, key=lambda r: (rank[r.seed], -_images_seen(r.config)))
 
 
 def _local(runs: list[Run], jobs: int, data_dir: str | None,
