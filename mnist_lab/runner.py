@@ -63,7 +63,7 @@ def failed_record(cfg: TrainConfig, error: BaseException) -> dict:
 
 def _images_seen(cfg: TrainConfig) -> int:
     """Training images a run passes over: a rough measure of how long it takes."""
-    return cfg.epochs * (cfg.subset or TRAIN_IMAGES - cfg.val_size)
+    return cfg.epochs * (cfg.subset or (TRAIN_IMAGES - cfg.val_size))
 
 
 def pending(study: Study, store: Store, quick: bool) -> list[Run]:

@@ -79,12 +79,12 @@ def test_pending_runs_every_variant_once_before_any_second_seed(tiny, tmp_path):
     assert [r.seed for r in todo] == [0] * 5 + [1] * 6
 
 
-
 def test_pending_runs_start_each_seed_with_its_longest_runs(tmp_path):
     study = load_study(next(p for p in STUDIES if p.stem == "weight-decay"))
     todo = pending(study, Store(tmp_path / "runs"), quick=False)
     subsets = [r.config.subset for r in todo if r.seed == 0]
     assert subsets == [5000] * 5 + [1000] * 5 and todo[0].seed == 0 and todo[-1].seed == 2
+
 
 def test_every_study_file_parses():
     names = {load_study(p).name for p in STUDIES}
