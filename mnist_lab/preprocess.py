@@ -10,6 +10,8 @@ centre by mass.
 
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +21,17 @@ from .errors import UserError
 
 MAX_PIXELS = 40_000_000  # refuse decompression bombs before decoding them
 INK = 0.2  # after contrast stretch, pixels above this count as ink when cropping
+MIN_CONTRAST = 0.1  # the brightest ink must stand this far (of 0..1) above the background
+# catch_warnings swaps the process-wide filter list and is not thread-safe (before Python
+# 3.14): `serve` opens images in several threads, so they take turns at it
+_OPEN_LOCK = threading.Lock()
 
 
 def load_image(source: str | Path | object) -> np.ndarray:
     """Decode an image file (path or file object) to a float grayscale array in [0, 1]."""
     name = str(getattr(source, "name", source))
     try:
-        with Image.open(source) as img:
+        with _open(source) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise UserError(f"{name}: image of {img.width}x{img.height} pixels is too large "
                                 f"(limit {MAX_PIXELS:,} pixels)")
@@ -33,10 +39,19 @@ def load_image(source: str | Path | object) -> np.ndarray:
             gray.load()
     except FileNotFoundError:
         raise UserError(f"{name}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-            Image.DecompressionBombError) as e:  # SyntaxError: Pillow's "broken PNG chunk"
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: refused in open
+        raise UserError(f"{name}: image is too large (limit {MAX_PIXELS:,} pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        # SyntaxError: Pillow's "broken PNG chunk"
         raise UserError(f"{name}: not a readable image ({type(e).__name__})") from None
     return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _open(source: str | Path | object) -> Image.Image:
+    """Image.open without its DecompressionBombWarning: MAX_PIXELS, lower, gives our error."""
+    with _OPEN_LOCK, warnings.catch_warnings():  # open reads only the header: a short wait
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
 
 
 def _on_white(img: Image.Image) -> Image.Image:
@@ -48,18 +63,11 @@ def _on_white(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(paper, rgba)
 
 
-def to_mnist(gray: np.ndarray) -> np.ndarray:
+def to_mnist(gray: np.ndarray, *, name: str = "the image") -> np.ndarray:
     """Grayscale [H, W] in [0, 1], any polarity -> uint8 [28, 28] white digit on black."""
     if gray.ndim != 2 or min(gray.shape) < 1:
-        raise UserError(f"expected a 2-D grayscale image, got shape {gray.shape}")
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 0.5:  # dark ink on light paper: make it light on dark like MNIST
-        gray, border = 1.0 - gray, 1.0 - border
-    background = float(np.median(border))
-    peak = float(gray.max())
-    if peak - background < 0.1:
-        raise UserError("no digit found: the image has no contrast")
-    ink = np.clip((gray - background) / (peak - background), 0, 1)
+        raise UserError(f"{name} is not a 2-D grayscale image (shape {gray.shape})")
+    ink = stretch_contrast(gray, name=name)
     rows, cols = np.nonzero(ink > INK)
     ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     h, w = ink.shape
@@ -68,6 +76,18 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     small = np.asarray(Image.fromarray((ink * 255).astype(np.uint8)).resize(
         size, Image.Resampling.LANCZOS), dtype=np.float32)
     return _centre_by_mass(small)
+
+
+def stretch_contrast(gray: np.ndarray, *, name: str = "the image") -> np.ndarray:
+    """Grayscale in [0, 1], any polarity -> ink from 0 (background) to 1; UserError if blank."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:  # dark ink on light paper: make it light on dark like MNIST
+        gray, border = 1.0 - gray, 1.0 - border
+    background = float(np.median(border))
+    peak = float(gray.max())
+    if peak - background < MIN_CONTRAST:
+        raise UserError(f"no digit found: {name} has no contrast")
+    return np.clip((gray - background) / (peak - background), 0, 1)
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:

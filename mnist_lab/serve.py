@@ -3,8 +3,8 @@
 Every image goes through the code `mnist-lab predict` uses (preprocess.load_image, to_mnist,
 inference.Classifier), so the page, the API and the CLI give a digit the same answer. Bad input
 is a 4xx with {"detail": "<one sentence>"}, never a 500: bodies are counted against a size
-limit while they arrive, uploads must be PNG or JPEG, and oversized images are refused from
-their header, before decoding.
+limit while they arrive, uploads must be PNG or JPEG by their first bytes (whatever type the
+upload declares), and oversized images are refused from their header, before decoding.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from starlette.datastructures import UploadFile
 from . import __version__
 from .errors import UserError
 from .inference import Classifier, best_checkpoint
-from .preprocess import load_image, to_mnist
+from .preprocess import load_image, stretch_contrast, to_mnist
 from .store import Store
 
 MAX_BODY = 4 * 1024 * 1024  # a drawn digit is ~5 KB; a phone photo fits
-UPLOAD_TYPES = ("image/png", "image/jpeg")
-SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # only these decoders are ever reached
+# An upload's type is read from its bytes: a part's declared type is often missing or wrong
+# (a file named .png, sent as application/octet-stream), and only these decoders are reached
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 CACHE_SIZE = 4  # loaded models kept; a compact CNN is ~30 KB, a large one ~10 MB
 WEB = Path(__file__).with_name("web")
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'"}  # nothing from elsewhere
@@ -156,7 +157,8 @@ def _error(code: int, detail: str) -> JSONResponse:
 def _from_upload(data: bytes) -> np.ndarray:
     """PNG/JPEG bytes -> the model's 28x28 input, exactly as `mnist-lab predict` makes it."""
     if not data.startswith(SIGNATURES):
-        raise HTTPException(400, "the uploaded file is not a readable PNG or JPEG image")
+        raise HTTPException(415, "the uploaded file is neither PNG nor JPEG (by its first bytes): "
+                                 "only PNG and JPEG images are accepted")
     buf = io.BytesIO(data)
     buf.name = "the uploaded image"  # load_image names its source in messages
     try:
@@ -168,7 +170,7 @@ def _from_upload(data: bytes) -> np.ndarray:
         kind = type(e).__name__
         raise HTTPException(400, f"{buf.name}: not a readable image ({kind})") from None
     try:
-        return to_mnist(gray)
+        return to_mnist(gray, name=buf.name)
     except UserError as e:
         raise HTTPException(422, str(e)) from None
 
@@ -191,18 +193,20 @@ def _from_json(body: bytes) -> np.ndarray:
         raise HTTPException(422, f"{JSON_HELP}; got shape {image.shape}")
     if not np.isfinite(image).all() or image.min() < 0 or image.max() > 255:
         raise HTTPException(422, "image values must be finite numbers from 0 to 255")
-    return np.rint(image).astype(np.uint8)
+    image = np.rint(image).astype(np.uint8)
+    try:  # the blank-image test uploads get from to_mnist, so a flat array is refused too
+        stretch_contrast(image / 255.0, name="the JSON image")
+    except UserError as e:
+        raise HTTPException(422, str(e)) from None
+    return image
 
 
 async def _read_upload(request: Request) -> np.ndarray:
-    """The image in multipart field `file`, checked for type and size, as model input."""
+    """The image in multipart field `file` as model input (its declared type is not used)."""
     async with request.form(max_files=1, max_fields=8) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HTTPException(422, "send the image as a file in multipart form field 'file'")
-        kind = (upload.content_type or "").split(";")[0].strip().lower()
-        if kind not in UPLOAD_TYPES:
-            raise HTTPException(415, f"uploads must be image/png or image/jpeg, not {kind!r}")
         data = await upload.read()  # at most MAX_BODY: _BodyLimit counted the body
     return await run_in_threadpool(_from_upload, data)
 
@@ -210,20 +214,33 @@ async def _read_upload(request: Request) -> np.ndarray:
 router = APIRouter()
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "PNG or JPEG, any "
-                 "polarity; preprocessed as `mnist-lab predict` does"}}}},
+        "file": {"type": "string", "format": "binary", "description": "PNG or JPEG, told by "
+                 "its bytes (the part's type is not used), any polarity; preprocessed as "
+                 "`mnist-lab predict` does"}}}},
     "application/json": {"schema": {"type": "object", "required": ["image"], "properties": {
         "image": {"type": "array", "minItems": 28, "maxItems": 28, "description": "the "
                   "model's input as it is: 0..255, white digit on black", "items": {
                       "type": "array", "minItems": 28, "maxItems": 28,
                       "items": {"type": "number", "minimum": 0, "maximum": 255}}}}}}}}}
-ERRORS = {code: {"model": Detail, "description": text} for code, text in (
-    (400, "not JSON, or not a readable image"), (404, "no such model"),
-    (413, "body or image too large"), (415, "not PNG/JPEG, or neither multipart nor JSON"),
-    (422, "bad array, or no digit in the image"))}
+# _BodyLimit answers these on every route, before the route itself runs
+LIMIT_ERRORS = {400: "the Content-Length header is not a number",
+                413: "the request body is over the size limit"}
+PREDICT_ERRORS = {
+    400: "the body is not valid JSON, the file is not a readable image, or the Content-Length "
+         "header is not a number",
+    404: "no stored run matches `model`, or its checkpoint is gone",
+    413: "the request body or the image is too large",
+    415: "the file is neither PNG nor JPEG, or the body is neither multipart nor JSON",
+    422: "no file in field `file`, a bad JSON array, or no digit in the image"}
 
 
-@router.post("/predict", response_model=Prediction, responses=ERRORS, openapi_extra=PREDICT_BODY)
+def _responses(errors: dict[int, str]) -> dict:
+    """OpenAPI `responses` for these error codes, each with a {"detail": ...} body."""
+    return {code: {"model": Detail, "description": text} for code, text in errors.items()}
+
+
+@router.post("/predict", response_model=Prediction, responses=_responses(PREDICT_ERRORS),
+             openapi_extra=PREDICT_BODY)
 async def predict(request: Request, model: str | None = None) -> dict:
     """Classify one digit: a PNG/JPEG in form field `file`, or JSON {"image": 28x28 array}.
 
@@ -250,7 +267,7 @@ async def predict(request: Request, model: str | None = None) -> dict:
             "model": name, "input": image.tolist()}
 
 
-@router.get("/models")
+@router.get("/models", responses=_responses(LIMIT_ERRORS))
 def list_models(request: Request) -> dict:
     """Stored checkpoints, best test accuracy first, and which one is the default."""
     models: Models = request.app.state.models
@@ -263,7 +280,7 @@ def list_models(request: Request) -> dict:
     return {"default": name, "models": rows}
 
 
-@router.get("/runs.json")
+@router.get("/runs.json", responses=_responses(LIMIT_ERRORS))
 def list_runs(request: Request) -> dict:
     """Every stored run, oldest first, with the link to its study's report when one exists."""
     models: Models = request.app.state.models

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from mnist_lab import preprocess
 from mnist_lab.errors import UserError
-from mnist_lab.preprocess import load_image, to_mnist
+from mnist_lab.preprocess import load_image, stretch_contrast, to_mnist
+
+MNIST_LAB = shutil.which("mnist-lab") or str(Path(sys.executable).with_name("mnist-lab"))
 
 
 def scan(digit: np.ndarray) -> np.ndarray:
@@ -34,6 +42,15 @@ def digit(mnist) -> np.ndarray:
 @pytest.fixture(scope="module")
 def from_scan(digit) -> np.ndarray:
     return to_mnist(scan(digit))
+
+
+@pytest.fixture(scope="module")
+def big_png(tmp_path_factory) -> Path:
+    """A real 10000x9500 PNG, all black: 95 million pixels, ~12 KB on disk."""
+    # over Pillow's warning limit (89 million pixels), under its error limit (179 million)
+    path = tmp_path_factory.mktemp("big") / "big.png"
+    Image.new("1", (10_000, 9_500)).save(path)
+    return path
 
 
 def test_output_is_uint8_28x28(from_scan):
@@ -80,6 +97,32 @@ def test_not_2d_rejected():
         to_mnist(np.zeros((28, 28, 3), dtype=np.float32))
 
 
+def test_errors_name_the_image():
+    blank = np.zeros((50, 40), dtype=np.float32)
+    with pytest.raises(UserError, match="^no digit found: the image has no contrast$"):
+        to_mnist(blank)
+    with pytest.raises(UserError, match="^no digit found: blank.png has no contrast$"):
+        to_mnist(blank, name="blank.png")
+    with pytest.raises(UserError, match=r"^rgb.png is not a 2-D grayscale image \(shape"):
+        to_mnist(np.zeros((28, 28, 3), dtype=np.float32), name="rgb.png")
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True])
+@pytest.mark.parametrize("ink, has_digit", [(0.09, False), (0.11, True)])
+def test_contrast_threshold(ink, has_digit, dark_on_light):
+    """A digit needs ink MIN_CONTRAST (0.1) above the background, in either polarity."""
+    gray = np.full((30, 30), 0.3, dtype=np.float32)
+    gray[10:20, 12:16] += ink
+    if dark_on_light:
+        gray = 1 - gray
+    if not has_digit:
+        with pytest.raises(UserError, match="no contrast"):
+            stretch_contrast(gray)
+        return
+    stretched = stretch_contrast(gray)
+    assert stretched[0, 0] == 0 and stretched[15, 14] == pytest.approx(1)
+
+
 def test_load_image_grayscale_in_unit_range(tmp_path):
     path = tmp_path / "rgb.png"
     Image.new("RGB", (30, 20), (255, 255, 255)).save(path)
@@ -116,6 +159,35 @@ def test_load_image_too_large(tmp_path, monkeypatch):
     Image.new("L", (11, 10)).save(path)
     with pytest.raises(UserError, match="too large"):
         load_image(path)
+
+
+def test_load_image_too_large_for_pillow_warns_nothing(big_png):
+    """Pillow's DecompressionBombWarning stays inside load_image, which gives our own error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # nothing filtered out before load_image's own filter
+        with pytest.raises(UserError, match="big.png: image of 10000x9500 pixels is too large"):
+            load_image(big_png)
+    assert [str(w.message) for w in caught] == []
+    with pytest.warns(Image.DecompressionBombWarning):  # silenced in load_image only
+        Image.open(big_png).close()
+
+
+def test_load_image_over_pillows_error_limit_is_too_large(tmp_path):
+    """Over 179 million pixels Pillow raises in Image.open: still "too large", not unreadable."""
+    path = tmp_path / "huge.png"
+    Image.new("1", (15_000, 15_000)).save(path)
+    with pytest.raises(UserError, match=r"huge.png: image is too large \(limit 40,000,000"):
+        load_image(path)
+
+
+def test_predict_too_large_is_one_line(big_png):
+    """`mnist-lab predict BIG.png` prints our one-line error and no Pillow warning."""
+    result = subprocess.run([MNIST_LAB, "predict", str(big_png)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "10000x9500 pixels is too large" in result.stderr
+    assert result.stdout == ""
 
 
 def test_load_image_broken_png_chunk(tmp_path):

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import shutil
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
+import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +40,9 @@ from mnist_lab.serve import MAX_BODY, create_app
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "mnist-lab-hypothesis")
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])  # fixtures are shared
+BIN = Path(sys.executable).parent
+MNIST_LAB, SCHEMATHESIS = (shutil.which(name) or str(BIN / name)
+                           for name in ("mnist-lab", "schemathesis"))
 
 
 # ---------------------------------------------------------------- helpers
@@ -62,6 +71,16 @@ def upload(client: TestClient, data: bytes, kind: str = "image/png", model: str 
     """POST /predict with `data` as multipart field `file`."""
     params = {"model": model} if model else {}
     return client.post("/predict", files={"file": ("digit.png", data, kind)}, params=params)
+
+
+def upload_part(client: TestClient, data: bytes, kind: str | None):
+    """POST /predict with one multipart part declaring type `kind`, or no type if None."""
+    # built by hand: httpx would guess a Content-Type from the file name
+    headers = 'Content-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+    headers += f"Content-Type: {kind}\r\n" if kind is not None else ""
+    body = b"--B\r\n" + headers.encode() + b"\r\n" + data + b"\r\n--B--\r\n"
+    return client.post("/predict", content=body,
+                       headers={"content-type": "multipart/form-data; boundary=B"})
 
 
 def assert_error(response, code: int, phrase: str) -> None:
@@ -189,6 +208,25 @@ def test_threads_share_a_small_lru_cache(stored_runs, tests10, monkeypatch):
     assert models.classifier(best) is not kept  # evicted by the other, so loaded again
 
 
+@pytest.fixture
+def served(stored_runs, tmp_path) -> Iterator[str]:
+    """`mnist-lab serve --port 0` over the session's store, in its own process; its base URL."""
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        server = subprocess.Popen([MNIST_LAB, "serve", "--runs-dir", str(stored_runs.root),
+                                   "--host", "127.0.0.1", "--port", "0"], stderr=err,
+                                  env=dict(os.environ, MNIST_LAB_OFFLINE="1"))
+    try:
+        deadline = time.monotonic() + 120
+        while not (url := re.search(r" at (http://127\.0\.0\.1:\d+/) ", log.read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield url[1]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 # ---------------------------------------------------------------- pages, runs and reports
 
 def test_pages_and_static_files(client):
@@ -207,6 +245,54 @@ def test_openapi_documents_both_inputs(client):
     content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert set(content) == {"multipart/form-data", "application/json"}
     assert "/models" in spec["paths"]
+
+
+def test_openapi_declares_every_error(client):
+    """Each API route lists every 4xx it can answer (_BodyLimit's on all), each as a Detail."""
+    paths = client.get("/openapi.json").json()["paths"]
+    codes = {path: set(op["responses"]) for path, ops in paths.items() for op in ops.values()}
+    assert codes == {"/predict": {"200", "400", "404", "413", "415", "422"},
+                     "/models": {"200", "400", "413"}, "/runs.json": {"200", "400", "413"}}
+    for ops in paths.values():
+        for op in ops.values():
+            for code, answer in op["responses"].items():
+                if code.startswith("4"):
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Detail"}, code
+
+
+@pytest.mark.parametrize("path", ["/models", "/runs.json"])
+def test_body_limit_on_get_routes(client, path):
+    """The 400 and 413 the GET routes declare are real: _BodyLimit runs before any route."""
+    assert_error(client.request("GET", path, headers={"content-length": "x"}), 400,
+                 "invalid Content-Length")
+    assert_error(client.request("GET", path, content=b"7" * (MAX_BODY + 1)), 413,
+                 "larger than the limit")
+
+
+# The schema can say "binary" and "28x28 numbers from 0 to 255", not "a PNG or JPEG that
+# decodes" nor "an image with a digit in it", so some schema-valid requests are rightly refused
+# (400 unreadable, 415 not PNG/JPEG, 422 blank), as is a random `model` naming no run (404).
+# positive_data_acceptance allows those on /predict; any other refusal still fails it.
+SCHEMATHESIS_CONFIG = """
+[[operations]]
+include-path = "/predict"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "415", "422"]
+"""
+
+
+def test_schemathesis_finds_nothing(served, tmp_path):
+    """The independent OpenAPI fuzzer, every check, against the real server: no failures."""
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    result = subprocess.run(
+        [SCHEMATHESIS, "--config-file", str(config), "run", f"{served}openapi.json",
+         "--checks", "all", "--max-examples", "50", "--seed", "1", "--workers", "1",
+         "--generation-database", "none", "--no-color"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Tested: 3" in result.stdout, result.stdout  # all of /predict, /models, /runs.json
+    assert re.search(r"\b(\d+) generated, \1 passed\b", result.stdout), result.stdout
 
 
 def test_runs_json_links_existing_reports(client, stored_runs):
@@ -243,6 +329,7 @@ def _chunked(total: int):
 
 DIAGONAL = np.pad(np.eye(20, dtype=np.uint8) * 255, 4)
 BLANK, REAL, JPEG = png(np.full((64, 64), 255, np.uint8)), png(DIAGONAL), png(DIAGONAL, "JPEG")
+GIF, BMP = png(DIAGONAL, "GIF"), png(DIAGONAL, "BMP")  # Pillow reads both: refused by their bytes
 IDAT = REAL.index(b"IDAT")
 SHORT_CHUNK = REAL[:IDAT - 1] + b"\x03" + REAL[IDAT:]  # PIL raises SyntaxError, not OSError
 
@@ -259,23 +346,32 @@ SHORT_CHUNK = REAL[:IDAT - 1] + b"\x03" + REAL[IDAT:]  # PIL raises SyntaxError,
                  id="png-chunk-length-wrong"),
     pytest.param(lambda c: upload(c, JPEG[:len(JPEG) // 2], "image/jpeg"), 400,
                  "not a readable image", id="truncated-jpeg"),
-    pytest.param(lambda c: upload(c, b"hello, not an image"), 400, "not a readable PNG or JPEG",
+    pytest.param(lambda c: upload(c, b"hello, not an image"), 415, "neither PNG nor JPEG",
                  id="text-bytes"),
-    pytest.param(lambda c: upload(c, b"GIF89a" + b"\0" * 64), 400, "not a readable PNG or JPEG",
+    pytest.param(lambda c: upload(c, GIF), 415, "only PNG and JPEG images are accepted",
                  id="gif-named-png"),
-    pytest.param(lambda c: upload(c, REAL, "text/plain"), 415, "image/png or image/jpeg",
-                 id="wrong-file-type"),
-    pytest.param(lambda c: upload(c, REAL, "image/gif"), 415, "not 'image/gif'", id="gif-type"),
+    pytest.param(lambda c: upload(c, GIF, "image/gif"), 415, "neither PNG nor JPEG",
+                 id="gif"),
+    pytest.param(lambda c: upload_part(c, BMP, None), 415, "neither PNG nor JPEG",
+                 id="bmp-no-type"),
+    pytest.param(lambda c: upload(c, b""), 415, "neither PNG nor JPEG", id="empty-file"),
     pytest.param(lambda c: c.post("/predict", content=REAL, headers={"content-type": "image/png"}),
                  415, "multipart/form-data", id="raw-body"),
     pytest.param(lambda c: c.post("/predict", data={"image": "1"}), 415, "multipart/form-data",
                  id="urlencoded-form"),
     pytest.param(lambda c: c.post("/predict", files={"other": ("a.png", REAL, "image/png")}),
                  422, "form field 'file'", id="no-file-field"),
+    # Pillow warns above 89 million pixels: were load_image to let that out, "error" makes it
+    # an exception in the request, and a 400
     pytest.param(lambda c: upload(c, huge_png()), 413, "10000x10000 pixels is too large",
                  id="10000x10000-png", marks=pytest.mark.filterwarnings(
-                     "ignore::PIL.Image.DecompressionBombWarning")),
-    pytest.param(lambda c: upload(c, BLANK), 422, "no contrast", id="blank-image"),
+                     "error::PIL.Image.DecompressionBombWarning")),
+    pytest.param(lambda c: upload(c, huge_png(15_000)), 413, "image is too large",
+                 id="15000x15000-png"),  # over Pillow's own error limit
+    pytest.param(lambda c: upload(c, BLANK), 422,
+                 "no digit found: the uploaded image has no contrast", id="blank-image"),
+    pytest.param(lambda c: c.post("/predict", json={"image": [[0] * 28] * 28}), 422,
+                 "no digit found: the JSON image has no contrast", id="json-blank"),
     pytest.param(lambda c: c.post("/predict", json={"image": [[0] * 28] * 27}), 422,
                  "got shape (27, 28)", id="json-27x28"),
     pytest.param(lambda c: c.post("/predict", json={"image": [[0] * 28] * 27 + [[0] * 5]}), 422,
@@ -306,7 +402,36 @@ def test_bad_input(client, send, code, phrase):
 def test_good_control_for_bad_inputs(client):
     """The images the cases above break are themselves fine."""
     assert upload(client, REAL).status_code == 200
-    assert upload(client, REAL, "image/jpeg").status_code == 200  # PNG bytes, by signature
+    assert upload(client, JPEG, "image/jpeg").status_code == 200
+
+
+@pytest.mark.parametrize("data", [REAL, JPEG], ids=["png", "jpeg"])
+@pytest.mark.parametrize("kind", [None, "text/plain", "image/gif", "application/octet-stream",
+                                  "image/jpeg", "image/png"])
+def test_upload_type_is_read_from_its_bytes(client, data, kind):
+    """A PNG or JPEG is classified whatever type its part declares, or with none at all."""
+    response = upload_part(client, data, kind)
+    assert response.status_code == 200, response.text
+    assert response.json()["input"] == to_mnist(load_image(io.BytesIO(data))).tolist()
+
+
+@pytest.mark.parametrize("level", [0, 128, 255])
+def test_flat_image_refused_alike_as_json_and_png(client, level):
+    """A blank image is the same 422 whichever way it comes."""
+    flat = np.full((28, 28), level, np.uint8)
+    assert_error(upload(client, png(flat)), 422,
+                 "no digit found: the uploaded image has no contrast")
+    assert_error(client.post("/predict", json={"image": flat.tolist()}), 422,
+                 "no digit found: the JSON image has no contrast")
+
+
+@pytest.mark.parametrize("ink, code", [(20, 422), (30, 200)])  # the threshold: 0.1 * 255 = 25.5
+def test_faint_ink_same_answer_as_json_and_png(client, ink, code):
+    """Both paths share one contrast threshold: ink 20 above black is no digit, 30 is."""
+    image = (DIAGONAL > 0).astype(np.uint8) * ink
+    as_png = upload(client, png(image))
+    as_json = client.post("/predict", json={"image": image.tolist()})
+    assert (as_png.status_code, as_json.status_code) == (code, code), (as_png.text, as_json.text)
 
 
 # ---------------------------------------------------------------- fuzz
