@@ -1,4 +1,4 @@
-"""Inference throughput by evaluation batch size: which batch `train.evaluate` should use.
+"""Inference throughput by evaluation batch size: which batch `evaluate.evaluate` should use.
 
     python bench/eval_batch.py                       # default models, 1 and 2 threads
     python bench/eval_batch.py --models overparam_cnn --threads 1

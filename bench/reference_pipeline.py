@@ -29,8 +29,8 @@ from mnist_lab.augment import Augment, random_affine  # noqa: E402
 from mnist_lab.cli import _parse_kv  # noqa: E402
 from mnist_lab.config import TrainConfig  # noqa: E402
 from mnist_lab.data import load  # noqa: E402
+from mnist_lab.models import build_model  # noqa: E402
 from mnist_lab.optim import learning_rate, make_optimizer  # noqa: E402
-from mnist_lab.train import build_model  # noqa: E402
 
 
 class MNISTDataset(Dataset):
@@ -104,7 +104,7 @@ def main() -> None:
         train_s += t1 - t0
         acc = test_accuracy(model, test_loader)
         test_s += time.perf_counter() - t1
-        history.append({"epoch": epoch, "test_acc": acc, "seconds": time.perf_counter() - t0})
+        history.append({"epoch": epoch, "test_accuracy": acc, "seconds": time.perf_counter() - t0})
         if acc >= args.target:
             reached = time.perf_counter() - START
             break
@@ -112,7 +112,7 @@ def main() -> None:
         "pipeline": f"reference/{args.recipe}", "model": cfg.model, "seed": args.seed,
         "target": args.target, "reached_target": reached is not None,
         "seconds_to_target": reached, "epochs_run": len(history),
-        "test_accuracy": history[-1]["test_acc"], "history": history,
+        "test_accuracy": history[-1]["test_accuracy"], "history": history,
         "train_images_per_s": steps * cfg.batch_size / train_s,
         "infer_images_per_s": len(history) * len(data.test) / test_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

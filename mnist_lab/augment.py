@@ -1,4 +1,4 @@
-"""Whole-batch preprocessing: uint8 -> float, seeded random affine augmentation, normalisation."""
+"""Whole-batch preprocessing: uint8 -> float, seeded random affine augmentation, standardisation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .data import InputStats
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def random_affine(x: torch.Tensor, aug: Augment, g: torch.Generator) -> torch.Te
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def prepare(images: torch.Tensor, mean: float, std: float, aug: Augment | None = None,
+def prepare(images: torch.Tensor, stats: InputStats, aug: Augment | None = None,
             g: torch.Generator | None = None) -> torch.Tensor:
     """uint8 [N, H, W] -> normalised float [N, 1, H, W], augmented when `aug` is active.
 
@@ -62,4 +64,4 @@ def prepare(images: torch.Tensor, mean: float, std: float, aug: Augment | None =
     x = images.unsqueeze(1).float().div_(255)
     if aug is not None and aug.active:
         x = random_affine(x, aug, g if g is not None else torch.default_generator)
-    return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+    return stats.standardise(x).contiguous(memory_format=torch.channels_last)

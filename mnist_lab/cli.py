@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from . import __version__
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mnist-lab", description="Run, compare and explain experiments on "
                      "MNIST-family digit classification.")
     parser.add_argument("--version", action="version", version=f"mnist-lab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     _add_run_commands(sub)
     _add_sharing_commands(sub)
@@ -81,9 +82,11 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test set",
-                       description="Evaluate a checkpoint on the test set of its dataset.")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint written by train")
+    p = sub.add_parser("evaluate", help="evaluate a stored model on the test set",
+                       description="Evaluate a stored run's model (or a checkpoint file's) on "
+                       "the test set of its dataset.")
+    p.add_argument("source", metavar="RUN_ID_OR_CHECKPOINT",
+                   help="run id (or unique prefix), or a .safetensors checkpoint")
     _common(p)
 
     p = sub.add_parser("predict", help="classify PNG/JPEG images of digits",
@@ -91,7 +94,8 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
                        "Each is preprocessed as MNIST was made: grayscale, invert dark-on-light, "
                        "crop, fit into 20x20, centre by mass in 28x28.")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--checkpoint", help="checkpoint to use (default: best stored run)")
+    p.add_argument("--checkpoint", help="run id (or unique prefix) or checkpoint file "
+                   "(default: the best stored run)")
     _common(p, data=False)
 
     p = sub.add_parser("models", help="list the model zoo with parameter counts")
@@ -134,13 +138,15 @@ def _add_sharing_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_study_command(sub: argparse._SubParsersAction) -> None:
-    """study run | report | show."""
+    """study list | run | report | show."""
     p = sub.add_parser("study", help="run a study file, or report on its stored runs",
-                       description="Studies (studies/*.toml): `run` trains every variant x seed "
-                       "not yet stored (resumable), `report` writes Markdown + HTML with tables "
-                       "and plots from the stored runs, `show` lists the runs and their state.")
-    p.add_argument("action", choices=("run", "report", "show"))
-    p.add_argument("study", help="study file, or a name in studies/ (e.g. compact-cnn)")
+                       description="Studies: `list` names the studies shipped with mnist-lab, "
+                       "`run` trains every variant x seed not yet stored (resumable), `report` "
+                       "writes Markdown + HTML with tables and plots from the stored runs, "
+                       "`show` lists the runs and their state.")
+    p.add_argument("action", choices=("list", "run", "report", "show"))
+    p.add_argument("study", nargs="?", help="a shipped study's name (see `study list`, e.g. "
+                   "compact-cnn) or a study file")
     p.add_argument("-j", "--jobs", type=int, default=1, help="runs in parallel (default: 1)")
     p.add_argument("--quick", action="store_true",
                    help="1 epoch, 200 training / 500 test images, one seed: a smoke run")
@@ -152,32 +158,33 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     _common(p)
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; heavy imports (torch) only once the command line is valid."""
+    if args.command == "study":
+        from .study_commands import cmd_study
+        return cmd_study(args)
+    from . import commands
+    return getattr(commands, f"cmd_{args.command}")(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
-    from . import commands  # heavy imports (torch) only once the command line is valid
-
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `mnist-lab`: what it can do, not an error
+        parser.print_help()
+        return 0
     try:
-        return commands.COMMANDS[args.command](args)
+        return _dispatch(args)
     except UserError as e:
         print(f"mnist-lab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mnist-lab: interrupted; nothing of the unfinished run was stored", file=sys.stderr)
         return 130
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from parsed `train` flags."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    values["model_kwargs"] = dict(args.model_kwargs)
-    return TrainConfig(**values)
-
-
-def write_json(obj: object) -> None:
-    """One JSON object on stdout."""
-    json.dump(obj, sys.stdout, default=str)
-    sys.stdout.write("\n")
+    except BrokenPipeError:  # `mnist-lab runs | head`: the reader left, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from .errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULERS = ("none", "step", "onecycle", "cosine")
+FLOAT32_MAX = 3.4028234663852886e38  # torch trains in float32: a larger number cannot be used
 
 
 def _f(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
@@ -86,10 +88,19 @@ class TrainConfig:
             (0 <= self.stop_at_accuracy <= 1, "stop_at_accuracy is a fraction in [0, 1]"),
             (self.threads >= 0, "threads must be >= 0"),
         ]
-        for ok, message in checks:
+        for ok, message in self._float_checks() + checks:
             if not ok:
                 raise UserError(message)
         return self
+
+    def _float_checks(self) -> list[tuple[bool, str]]:
+        """Every float field finite and within float32's range (torch's optimisers fail on
+        1e40 with an overflow deep inside a step, not with a message)."""
+        return [(math.isfinite(v) and abs(v) <= FLOAT32_MAX,
+                 f"{f.name.replace('_', ' ')} must be a finite number within float32's range "
+                 f"(|x| <= 3.4e38), got {v:g}")
+                for f in dataclasses.fields(self) if f.type in ("float", float)
+                for v in [getattr(self, f.name)] if isinstance(v, int | float)]
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict of every field."""
@@ -114,3 +125,12 @@ class TrainConfig:
         d = {k: v for k, v in self.to_dict().items()
              if k not in ("device", "threads") and not (k in late and v == late[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run needs beyond its hyper-parameters: never part of its results or its key."""
+
+    data_dir: str | None = None  # dataset folder; None: $MNIST_LAB_DATA, the cache, a download
+    snapshot: str | None = None  # file to resume from and keep progress in (see snapshot.py)
+    progress: bool = False  # draw a progress bar and a line per epoch

@@ -134,11 +134,16 @@ class Dataset:
 
 
 def _search_dirs(info: DatasetInfo, data_dir: str | Path | None) -> list[Path]:
-    """Folders to look in, in order: --data-dir, $MNIST_LAB_DATA, user cache, system dirs."""
-    dirs: list[Path] = []
+    """Folders to look in: an explicit --data-dir alone, else $MNIST_LAB_DATA, the user cache
+    and system folders, in order.
+
+    An explicit folder is the only one searched: broken files there must be an error that
+    names it, never a silent fall-back to other data.
+    """
     if data_dir is not None:
         # Accept both the dataset folder itself and a parent holding <name>/.
-        dirs += [Path(data_dir) / info.name, Path(data_dir)]
+        return [Path(data_dir) / info.name, Path(data_dir)]
+    dirs: list[Path] = []
     if os.environ.get("MNIST_LAB_DATA"):
         dirs.append(Path(os.environ["MNIST_LAB_DATA"]) / info.name)
     dirs.append(cache_dir() / info.name)
@@ -161,17 +166,21 @@ def _find_file(folder: Path, stem: str) -> Path | None:
 
 def locate(info: DatasetInfo, data_dir: str | Path | None = None,
            download: bool = True) -> dict[str, Path]:
-    """Paths of the four files: the first folder holding all four wins; else download."""
+    """Paths of the four files: the first folder holding all four wins; else download (never
+    when a folder was named explicitly)."""
     searched = _search_dirs(info, data_dir)
     for folder in searched:
         found = {key: _find_file(folder, stem) for key, stem in FILES.items()}
         if all(found.values()):
             return found  # type: ignore[return-value]
+    names = ", ".join(f"{s}[.gz]" for s in FILES.values())
+    if data_dir is not None:
+        raise UserError(f"{info.name} not found in --data-dir {data_dir}: looked in "
+                        f"{', '.join(map(str, searched))} for {names}")
     if download and os.environ.get("MNIST_LAB_OFFLINE") != "1":
         target = cache_dir() / info.name
         if _download(info, target):
             return {key: target / f"{stem}.gz" for key, stem in FILES.items()}
-    names = ", ".join(f"{s}[.gz]" for s in FILES.values())
     raise UserError(f"{info.name} not found: looked in {', '.join(map(str, searched))} "
                     f"for {names}; set --data-dir or MNIST_LAB_DATA")
 
@@ -198,12 +207,28 @@ def _download(info: DatasetInfo, target: Path) -> bool:
     return False
 
 
+def _info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def verify(name: str = "mnist", data_dir: str | Path | None = None) -> Path:
+    """Locate the dataset and check its checksums without loading it; return its folder.
+
+    A study driver passes that folder to its workers, so every run reads the files checked here.
+    """
+    info = _info(name)
+    paths = locate(info, data_dir)
+    for key, path in paths.items():
+        read_idx(path, info.sha256.get(key))
+    return paths["train_images"].parent
+
+
 def load(name: str = "mnist", data_dir: str | Path | None = None,
          download: bool = True) -> Dataset:
     """Load a dataset fully into memory, validating structure and checksums."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    info = DATASETS[name]
+    info = _info(name)
     paths = locate(info, data_dir, download)
     arrays = {key: read_idx(path, info.sha256.get(key)) for key, path in paths.items()}
     splits = {}
@@ -218,6 +243,24 @@ def load(name: str = "mnist", data_dir: str | Path | None = None,
         splits[part] = Split(torch.from_numpy(images.copy()),
                              torch.from_numpy(labels.astype(np.int64)))
     return Dataset(info, splits["train"], splits["test"])
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """The standardisation every model input gets: (pixel in [0, 1] - mean) / std."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        """The one place the formula lives: training, evaluation, inference and export."""
+        return (x - self.mean) / self.std
+
+
+def input_stats(dataset: str, normalize: bool = True) -> InputStats:
+    """The dataset's training-set mean and std, or the identity for raw pixels."""
+    info = _info(dataset)
+    return InputStats(info.mean, info.std) if normalize else InputStats()
 
 
 def holdout(split: Split, n_val: int, seed: int) -> tuple[Split, Split]:

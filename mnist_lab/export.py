@@ -1,6 +1,6 @@
 """Export a checkpoint to ONNX or TorchScript: one self-contained file, raw pixels in, logits out.
 
-The exported graph is `inference.Standardised`, the model with the training standardisation
+The exported graph is `models.Standardised`, the model with the training standardisation
 built in: float32 pixels in [0, 1], shape [N, 1, 28, 28] (any N), give logits [N, classes].
 Each file is written under a temporary name, checked against PyTorch, then renamed into place,
 so a failure at any step leaves nothing behind.
@@ -23,8 +23,7 @@ import torch
 from . import __version__
 from .errors import UserError
 from .inference import Classifier
-from .models import model_entry
-from .store import Store
+from .store import find_checkpoint
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 INPUT, OUTPUT = "pixels", "logits"
@@ -38,17 +37,8 @@ CHECK_RTOL = 1e-3  # of the largest logit: far above float32 reordering, far bel
 
 def resolve_source(source: str, runs_dir: str | None) -> tuple[str, str]:
     """(checkpoint path, name for the output file) of a checkpoint file or a stored run id."""
-    path = Path(source)
-    if path.suffix == ".safetensors" or path.is_file():
-        return source, path.stem
-    record = Store(runs_dir).get(source)
-    if model_entry(record["model"]).kind != "torch":
-        raise UserError(f"run {record['id']} is a scikit-learn model ({record['model']}); "
-                        "only torch models can be exported")
-    if not record.get("checkpoint"):
-        raise UserError(f"run {record['id']} has no checkpoint (status {record['status']}); "
-                        "nothing to export")
-    return record["checkpoint"], record["id"]
+    name, checkpoint = find_checkpoint(source, runs_dir)
+    return checkpoint, name
 
 
 def export_model(checkpoint: str, fmt: str, out: str | None, name: str) -> dict:

@@ -7,31 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from .errors import UserError
-from .store import Store, load_checkpoint
-from .train import input_stats
-
-
-def best_checkpoint(store: Store) -> str:
-    """Path of the stored checkpoint with the highest test accuracy."""
-    runs = [r for r in store.runs(status="complete") if r.get("checkpoint")]
-    if not runs:
-        raise UserError(f"no stored checkpoint in {store.root}; train one or pass --checkpoint")
-    return max(runs, key=lambda r: r["test_accuracy"] or 0)["checkpoint"]
-
-
-class Standardised(nn.Module):
-    """A model that takes raw pixels in [0, 1], [N, 1, 28, 28], and returns logits."""
-
-    def __init__(self, model: nn.Module, mean: float, std: float):
-        super().__init__()
-        self.model, self.mean, self.std = model.eval(), mean, std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Standardise as in training, then run the model."""
-        return self.model((x - self.mean) / self.std)
+from .models import Standardised
+from .store import load_checkpoint
 
 
 class Classifier:
@@ -40,7 +18,7 @@ class Classifier:
     def __init__(self, checkpoint: str | Path):
         model, self.cfg = load_checkpoint(checkpoint)
         self.checkpoint = str(checkpoint)
-        self.net = Standardised(model.cpu(), *input_stats(self.cfg))
+        self.net = Standardised.of(model.cpu(), self.cfg)
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:

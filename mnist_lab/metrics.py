@@ -1,42 +1,170 @@
-"""Classification metrics from predictions: per-class P/R/F1, confusion matrix, confused pairs."""
+"""What a run measures, in one vocabulary: each metric's name, format and direction; the
+per-epoch history entry; the test-set classification metrics (from scikit-learn).
+
+Every name a study file, a report, `runs show` or the JSON output uses is registered here once,
+with how it is displayed, so no reader guesses a format from a name.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .errors import UserError
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 10) -> np.ndarray:
-    """Counts [true, predicted]."""
-    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(
-        n_classes, n_classes)
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: how it reads and how it is shown."""
+
+    name: str
+    kind: str  # fraction (shown as %), loss, count, seconds, rate or value
+    help: str
+    higher_is_better: bool = True
+
+    def format(self, x: float | None) -> str:
+        """The value as a person reads it: 99.44%, 0.0274, 7,432, 12.3."""
+        if x is None:
+            return "—"
+        return {"fraction": f"{100 * x:.2f}%", "loss": f"{x:.4f}", "count": f"{x:,.0f}",
+                "seconds": f"{x:.1f}", "rate": f"{x:,.0f}"}.get(self.kind, f"{x:.4g}")
+
+    def format_spread(self, mean: str, sd: float) -> str:
+        """A standard deviation at the precision its mean is shown with: 27.62 ± 0.53."""
+        if self.kind == "fraction":
+            return f"{100 * sd:.2f}"
+        if "e" in mean:
+            return self.format(sd)
+        return f"{sd:,.{len(mean.partition('.')[2])}f}"
 
 
-def most_confused(cm: np.ndarray, k: int = 5) -> list[dict]:
-    """The k largest off-diagonal cells: {'true', 'pred', 'count'}, largest first."""
-    off = cm.copy()
+METRICS: dict[str, Metric] = {}
+
+
+def _register(name: str, kind: str, help: str, higher_is_better: bool = True) -> None:  # noqa: A002
+    METRICS[name] = Metric(name, kind, help, higher_is_better)
+
+
+# Per epoch (and, as the last epoch's value, per run)
+_register("train_loss", "loss", "mean training loss over the epoch", False)
+_register("train_accuracy", "fraction", "training accuracy (running, over the epoch)")
+_register("val_loss", "loss", "validation loss", False)
+_register("val_accuracy", "fraction", "validation accuracy")
+_register("test_loss", "loss", "test loss", False)
+_register("test_accuracy", "fraction", "test accuracy")
+_register("gap", "fraction", "train minus test accuracy (overfitting)", False)
+_register("weight_norm", "value", "L2 norm of all parameters")
+_register("lr", "value", "learning rate at the epoch's last step")
+_register("seconds", "seconds", "training time of the epoch", False)
+# Per run
+_register("best_test_accuracy", "fraction", "highest test accuracy of any epoch")
+_register("best_train_accuracy", "fraction", "highest training accuracy of any epoch")
+_register("params", "count", "trainable parameters")
+_register("epochs_run", "count", "epochs trained")
+_register("wall_seconds", "seconds", "wall time of the run", False)
+_register("train_images_per_s", "rate", "training throughput")
+_register("infer_images_per_s", "rate", "inference throughput")
+_register("seconds_to_target", "seconds", "process start to the target accuracy", False)
+_register("peak_rss_mb", "value", "peak resident memory, MB", False)
+_register("macro_precision", "fraction", "mean of per-class precision on test")
+_register("macro_recall", "fraction", "mean of per-class recall on test")
+_register("macro_f1", "fraction", "mean of per-class F1 on test")
+
+
+def metric(name: str) -> Metric:
+    """The registered metric, or a UserError that lists them."""
+    if name not in METRICS:
+        raise UserError(f"unknown metric {name!r}; choose from {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+@dataclass
+class Epoch:
+    """One epoch of a run's history; None where the run has no such split."""
+
+    epoch: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    gap: float | None = None
+    weight_norm: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict:
+        """The entry as JSON, without the fields this run does not have."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class Timing:
+    """How long a run took and how fast it went."""
+
+    wall_seconds: float | None = None  # the whole run, evaluation included
+    train_images_per_s: float | None = None
+    infer_images_per_s: float | None = None
+    seconds_to_target: float | None = None  # process start to --stop-at-accuracy; None: missed
+    resumed_at_epoch: int | None = None  # the epoch a resumed run went on from
+    peak_rss_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Confused:
+    """An off-diagonal cell of the confusion matrix."""
+
+    true: int
+    pred: int
+    count: int
+
+
+@dataclass
+class Classification:
+    """Test-set metrics of the final model: per-class lists are indexed by class."""
+
+    accuracy: float
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    macro_precision: float
+    macro_recall: float
+    macro_f1: float
+    confusion_matrix: list[list[int]]  # counts [true][predicted]
+    most_confused: list[Confused]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Classification:
+        """Rebuild from to_dict()'s JSON."""
+        return cls(**{**d, "most_confused": [Confused(**c) for c in d["most_confused"]]})
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return dataclasses.asdict(self)
+
+
+def most_confused(cm: np.ndarray, k: int = 5) -> list[Confused]:
+    """The k largest off-diagonal cells, largest first."""
+    off = np.array(cm)
     np.fill_diagonal(off, 0)
     order = np.argsort(off, axis=None)[::-1][:k]
-    pairs = [np.unravel_index(i, cm.shape) for i in order]
-    return [{"true": int(t), "pred": int(p), "count": int(cm[t, p])}
-            for t, p in pairs if cm[t, p] > 0]
+    cells = [np.unravel_index(i, off.shape) for i in order]
+    return [Confused(int(t), int(p), int(off[t, p])) for t, p in cells if off[t, p] > 0]
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 10) -> dict:
-    """Accuracy, per-class precision/recall/F1 and their macro averages, confusion matrix."""
-    cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), n_classes)
-    tp = np.diag(cm).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.nan_to_num(tp / cm.sum(axis=0))
-        recall = np.nan_to_num(tp / cm.sum(axis=1))
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
-    return {
-        "accuracy": float(tp.sum() / cm.sum()),
-        "precision": precision.round(6).tolist(),
-        "recall": recall.round(6).tolist(),
-        "f1": f1.round(6).tolist(),
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
-        "confusion_matrix": cm.tolist(),
-        "most_confused": most_confused(cm),
-    }
+def classify(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 10) -> Classification:
+    """Accuracy, per-class precision/recall/F1 and their macro means, confusion matrix."""
+    labels = np.arange(n_classes)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    return Classification(
+        accuracy=float(np.trace(cm) / cm.sum()),
+        precision=precision.round(6).tolist(), recall=recall.round(6).tolist(),
+        f1=f1.round(6).tolist(), macro_precision=float(precision.mean()),
+        macro_recall=float(recall.mean()), macro_f1=float(f1.mean()),
+        confusion_matrix=cm.tolist(), most_confused=most_confused(cm))

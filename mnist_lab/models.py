@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .config import TrainConfig
+from .data import InputStats, input_stats
 from .errors import UserError
 
 
@@ -57,9 +60,40 @@ def create_model(name: str, **kw) -> object:
         raise UserError(f"model {name!r}: bad argument ({e})") from None
 
 
+def build_model(cfg: TrainConfig) -> object:
+    """The model the config names, with --dropout and the seed passed where it applies."""
+    kw = dict(cfg.model_kwargs)
+    params = inspect.signature(model_entry(cfg.model).build).parameters
+    if cfg.dropout >= 0:
+        if "dropout" not in params:
+            raise UserError(f"model {cfg.model!r} has no dropout to set")
+        kw["dropout"] = cfg.dropout
+    if "seed" in params:
+        kw.setdefault("seed", cfg.seed)
+    return create_model(cfg.model, **kw)
+
+
 def count_params(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Standardised(nn.Module):
+    """A model that takes raw pixels in [0, 1], [N, 1, 28, 28], and returns logits: what
+    inference and export use, with the training standardisation inside."""
+
+    def __init__(self, model: nn.Module, stats: InputStats):
+        super().__init__()
+        self.model, self.stats = model.eval(), stats
+
+    @classmethod
+    def of(cls, model: nn.Module, cfg: TrainConfig) -> Standardised:
+        """The model with the standardisation its config trained it with."""
+        return cls(model, input_stats(cfg.dataset, cfg.normalize))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise as in training, then run the model."""
+        return self.model(self.stats.standardise(x))
 
 
 # ---------------------------------------------------------------- linear and fully connected

@@ -1,4 +1,4 @@
-"""Execute a study's runs: in this process, in a local process pool, or on a Ray cluster.
+"""Execute runs: one in this process, or a study's in a local process pool or on a Ray cluster.
 
 Workers only compute: each returns its run record to the driver, which alone writes the store,
 so no shared filesystem is needed. Runs whose config key is already stored (complete or
@@ -8,57 +8,50 @@ so a killed study loses at most an epoch of each run in flight (Ray runs restart
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
-import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import TrainConfig
+from .config import RunContext, TrainConfig
 from .data import Dataset, load
+from .errors import UserError
+from .record import RunRecord, StudyLabel
 from .snapshot import snapshot_path
 from .store import Store
-from .studies import Run, Study, expand
+from .study import Run, Study, expand
+from .train import train
 
-_DATA: dict[str, Dataset] = {}  # per worker process: load each dataset once
+_DATA: dict[tuple[str, str | None], Dataset] = {}  # per process: load each dataset once
 TRAIN_IMAGES = 60_000  # training set size of MNIST and Fashion-MNIST alike
 
 
-def run_one(config: dict, data_dir: str | None = None, snapshot: str | None = None) -> dict:
-    """Train one config and return its record; an exception becomes a 'failed' record.
+def dataset(name: str, ctx: RunContext) -> Dataset:
+    """The dataset a run trains on, loaded once per process."""
+    if (name, ctx.data_dir) not in _DATA:
+        _DATA[(name, ctx.data_dir)] = load(name, ctx.data_dir)
+    return _DATA[(name, ctx.data_dir)]
 
-    snapshot: the file that keeps the run's progress between epochs (see snapshot.py).
-    """
-    from .train import train  # imported in the worker, after its thread count is set
 
-    cfg = TrainConfig.from_dict(config)
+def execute(cfg: TrainConfig, ctx: RunContext,
+            label: StudyLabel | None = None) -> tuple[RunRecord, object]:
+    """Train one config on its dataset; return its record and the trained model."""
+    cfg.validate()
+    snapshot = Path(ctx.snapshot) if ctx.snapshot else None
+    outcome = train(cfg, dataset(cfg.dataset, ctx), ctx.progress, snapshot)
+    return RunRecord.from_outcome(cfg, outcome, label), outcome.model
+
+
+def run_one(cfg: TrainConfig, ctx: RunContext, label: StudyLabel) -> RunRecord:
+    """A study worker's task: the run's record; an exception becomes a 'failed' record."""
     try:
-        if cfg.threads:
-            import torch
-            torch.set_num_threads(cfg.threads)
-        if cfg.dataset not in _DATA:
-            _DATA[cfg.dataset] = load(cfg.dataset, data_dir)
-        record, _ = train(cfg, _DATA[cfg.dataset], snapshot=Path(snapshot) if snapshot else None)
-        return record
+        return execute(cfg, ctx, label)[0]
     except Exception as e:  # noqa: BLE001 - a failed run is data, not a crash of the study
-        return failed_record(cfg, e)
-
-
-def failed_record(cfg: TrainConfig, error: BaseException) -> dict:
-    """A record for a run that raised: the config, the error, no results."""
-    now = datetime.now(UTC)
-    return {
-        "id": now.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex(), "key": cfg.key(),
-        "status": "failed", "model": cfg.model, "dataset": cfg.dataset, "params": None,
-        "test_accuracy": None, "history": [], "config": cfg.to_dict(),
-        "error": f"{type(error).__name__}: {error}",
-        "traceback": traceback.format_exc(limit=5), "wall_seconds": None,
-        "created": now.isoformat(timespec="seconds"),
-    }
+        return RunRecord.failed(cfg, e, label)
 
 
 def _images_seen(cfg: TrainConfig) -> int:
@@ -85,55 +78,53 @@ def pending(study: Study, store: Store, quick: bool) -> list[Run]:
     return sorted(todo, key=lambda r: (rank[r.seed], -_images_seen(r.config)))
 
 
-def _local(runs: list[Run], jobs: int, data_dir: str | None,
-           root: Path) -> Iterator[tuple[Run, dict]]:
-    def args(run: Run) -> tuple[dict, str | None, str]:
-        return run.config.to_dict(), data_dir, str(snapshot_path(root, run.config.key()))
+Task = tuple[TrainConfig, RunContext, StudyLabel]  # run_one's arguments
+
+
+def _local(tasks: list[Task], jobs: int) -> Iterator[RunRecord]:
     if jobs == 1:
-        for run in runs:
-            yield run, run_one(*args(run))
+        for task in tasks:
+            yield run_one(*task)
         return
     # spawn, not fork: a forked child inherits torch's thread pool in an unusable state.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_one, *args(r)): r for r in runs}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        for future in as_completed([pool.submit(run_one, *task) for task in tasks]):
+            yield future.result()
 
 
-def _ray(runs: list[Run], address: str | None, threads: int,
-         data_dir: str | None) -> Iterator[tuple[Run, dict]]:
+def _ray(tasks: list[Task], address: str | None, threads: int) -> Iterator[RunRecord]:
     try:
         import ray
     except ImportError:
-        from .errors import UserError
         raise UserError("--executor ray needs Ray: pip install -e '.[ray]'") from None
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
              ignore_reinit_error=True, **({} if address else {"num_cpus": os.cpu_count()}))
     remote = ray.remote(num_cpus=threads)(run_one)
-    refs = {remote.remote(r.config.to_dict(), data_dir): r for r in runs}
+    # no snapshots: a Ray worker's disk is not the driver's
+    refs = [remote.remote(cfg, dataclasses.replace(ctx, snapshot=None), label)
+            for cfg, ctx, label in tasks]
     while refs:
-        ready, _ = ray.wait(list(refs), num_returns=1)
-        yield refs.pop(ready[0]), ray.get(ready[0])
+        ready, refs = ray.wait(refs, num_returns=1)
+        yield ray.get(ready[0])
 
 
-def run_study(study: Study, store: Store, jobs: int = 1, quick: bool = False,
-              executor: str = "local", address: str | None = None,
-              data_dir: str | None = None, progress: bool = True) -> dict[str, int]:
+def run_study(study: Study, store: Store, ctx: RunContext, jobs: int = 1, quick: bool = False,
+              executor: str = "local", address: str | None = None) -> dict[str, int]:
     """Run every pending run of the study; store each record as it arrives; count statuses."""
-    todo = pending(study, store, quick)
+    todo, name = pending(study, store, quick), study.store_name(quick)
     # N workers share the cores: each gets cores // N threads so they do not oversubscribe.
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    for run in todo:
-        run.config.threads = threads
-    results = (_ray(todo, address, threads, data_dir) if executor == "ray"
-               else _local(todo, jobs, data_dir, store.root))
+    tasks = [(dataclasses.replace(run.config, threads=threads),
+              dataclasses.replace(ctx, snapshot=str(snapshot_path(store.root, run.config.key())),
+                                  progress=False),
+              StudyLabel(name, run.block, run.variant, run.seed)) for run in todo]
+    results = (_ray(tasks, address, threads) if executor == "ray" else _local(tasks, jobs))
     unique = {r.config.key() for r in expand(study, quick)}  # blocks may share a run
     counts = {"skipped": len(unique) - len(todo)}
-    for run, record in tqdm(results, total=len(todo), disable=not progress, desc=study.name,
-                            unit="run", dynamic_ncols=True):
-        record.update(block=run.block, variant=run.variant, seed=run.seed)
-        store.add(record, study=study.store_name(quick))
-        snapshot_path(store.root, record["key"]).unlink(missing_ok=True)  # stored: not needed
-        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    for record in tqdm(results, total=len(todo), disable=not ctx.progress, desc=study.name,
+                          unit="run", dynamic_ncols=True):
+        store.add(record)
+        snapshot_path(store.root, record.key).unlink(missing_ok=True)  # stored: not needed
+        counts[record.status] = counts.get(record.status, 0) + 1
     return counts

@@ -28,8 +28,9 @@ from starlette.datastructures import UploadFile
 
 from . import __version__
 from .errors import UserError
-from .inference import Classifier, best_checkpoint
+from .inference import Classifier
 from .preprocess import load_image, stretch_contrast, to_mnist
+from .record import RunRecord
 from .store import Store
 
 MAX_BODY = 4 * 1024 * 1024  # a drawn digit is ~5 KB; a phone photo fits
@@ -69,7 +70,7 @@ class Models:
         self.default = self._default(checkpoint)
         self.classifier(self.default[1])  # a bad checkpoint fails the start, not a request
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[RunRecord]:
         """All run records, oldest first."""
         with Store(self.root) as store:  # a connection per use: they must not cross threads
             return store.runs()
@@ -80,9 +81,9 @@ class Models:
             return self.default
         with Store(self.root) as store:
             record = store.get(run_id)
-        if not record.get("checkpoint"):
-            raise UserError(f"run {record['id']} has no checkpoint")
-        return record["id"], record["checkpoint"]
+        if not record.checkpoint:
+            raise UserError(f"run {record.id} has no checkpoint")
+        return record.id, record.checkpoint
 
     def _default(self, checkpoint: str | None) -> tuple[str, str]:
         """The checkpoint named on the command line (file or run id), else the best stored."""
@@ -93,10 +94,10 @@ class Models:
                 raise UserError(f"{checkpoint}: no such checkpoint file, and {e}") from None
         if not checkpoint:
             with Store(self.root) as store:
-                checkpoint = best_checkpoint(store)
+                checkpoint = store.best_checkpoint()
         path = Path(checkpoint).resolve()
-        run = next((r["id"] for r in self.records()
-                    if r.get("checkpoint") and Path(r["checkpoint"]).resolve() == path), None)
+        run = next((r.id for r in self.records()
+                    if r.checkpoint and Path(r.checkpoint).resolve() == path), None)
         return run or str(checkpoint), str(checkpoint)
 
     def classifier(self, path: str) -> Classifier:
@@ -272,10 +273,10 @@ def list_models(request: Request) -> dict:
     """Stored checkpoints, best test accuracy first, and which one is the default."""
     models: Models = request.app.state.models
     name = models.default[0]
-    rows = [{"id": r["id"], "model": r["model"], "dataset": r["dataset"],
-             "test_accuracy": r["test_accuracy"], "study": r.get("study"),
-             "created": r["created"], "default": r["id"] == name}
-            for r in models.records() if r["status"] == "complete" and r.get("checkpoint")]
+    rows = [{"id": r.id, "model": r.model, "dataset": r.dataset,
+             "test_accuracy": r.metric("test_accuracy"), "study": r.study,
+             "created": r.created, "default": r.id == name}
+            for r in models.records() if r.status == "complete" and r.checkpoint]
     rows.sort(key=lambda r: -(r["test_accuracy"] or 0))
     return {"default": name, "models": rows}
 
@@ -285,12 +286,13 @@ def list_runs(request: Request) -> dict:
     """Every stored run, oldest first, with the link to its study's report when one exists."""
     models: Models = request.app.state.models
     reports = models.reports()
-    keys = ("id", "study", "model", "dataset", "status", "test_accuracy", "created")
     runs = []
     for r in models.records():
-        folder = (r.get("study") or "").replace(":", "-")  # as `study report` names it
+        folder = (r.study or "").replace(":", "-")  # as `study report` names it
         link = f"/reports/{folder}/report.html" if folder in reports else None
-        runs.append({**{k: r.get(k) for k in keys}, "report": link})
+        runs.append({"id": r.id, "study": r.study, "model": r.model, "dataset": r.dataset,
+                     "status": r.status, "test_accuracy": r.metric("test_accuracy"),
+                     "created": r.created, "report": link})
     return {"runs": runs}
 
 

@@ -27,8 +27,9 @@ def save_snapshot(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_snapshot(path: Path, key: str) -> dict | None:
-    """The snapshot of the run with this key, or None if there is none or it is unreadable.
+def load_snapshot(path: Path, key: str, fmt: int) -> dict | None:
+    """The snapshot of the run with this key in format `fmt`, or None if there is none or it
+    is unreadable.
 
     An unreadable snapshot (an older format, a damaged disk) only costs the epochs it held,
     so the run starts over rather than failing.
@@ -37,7 +38,8 @@ def load_snapshot(path: Path, key: str) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - missing or unreadable: start over
         return None
-    return state if isinstance(state, dict) and state.get("key") == key else None
+    ok = isinstance(state, dict) and state.get("key") == key and state.get("format") == fmt
+    return state if ok else None
 
 
 def epochs_done(path: Path) -> int:

@@ -3,14 +3,14 @@
 A run is written in one transaction when it ends (complete, diverged or failed), so a crash
 never leaves half a run. WAL mode and a busy timeout let several processes write at once.
 Checkpoints are safetensors files (weights only; loading never executes code) whose metadata
-holds the config needed to rebuild the model.
+holds the config needed to rebuild the model. Records go in and come out as `RunRecord`s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
-import math
 import os
 import shutil
 import sqlite3
@@ -23,6 +23,8 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .config import TrainConfig
 from .errors import UserError
+from .models import build_model, model_entry
+from .record import RunRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -44,17 +46,6 @@ CREATE INDEX IF NOT EXISTS runs_study ON runs (study);
 def default_runs_dir() -> Path:
     """$MNIST_LAB_RUNS, else ./runs."""
     return Path(os.environ.get("MNIST_LAB_RUNS", "runs"))
-
-
-def _json_safe(value):
-    """NaN/inf are not JSON; store them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _why(root: Path, e: Exception) -> str:
@@ -107,30 +98,30 @@ class Store:
         """Where the checkpoint of a run lives."""
         return self.root / "checkpoints" / f"{run_id}.safetensors"
 
-    def add(self, record: dict, study: str | None = None) -> None:
+    def add(self, record: RunRecord) -> None:
         """Insert one finished run atomically, replacing failed attempts at the same config."""
-        record = _json_safe(dict(record, study=study))
+        study = record.study
         try:
             with self.db:  # one transaction
                 self.db.execute("DELETE FROM runs WHERE key = ? AND study IS ? AND "
-                                "status = 'failed'", (record["key"], study))
+                                "status = 'failed'", (record.key, study))
                 self.db.execute(
                     "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (record["id"], record["key"], study, record["status"], record["model"],
-                     record["dataset"], record["test_accuracy"], record["created"],
-                     json.dumps(record)))
+                    (record.id, record.key, study, record.status, record.model,
+                     record.dataset, record.metric("test_accuracy"), record.created,
+                     json.dumps(record.to_dict())))
         except sqlite3.Error as e:
             raise UserError(f"cannot write to the results store {self.root}: "
                             f"{_why(self.root, e)}") from None
 
-    def add_run(self, record: dict, model: torch.nn.Module | None = None,
-                cfg: TrainConfig | None = None) -> dict:
-        """Store a finished single run: checkpoint first, then record; a failure leaves neither."""
+    def add_run(self, record: RunRecord, model: torch.nn.Module | None = None) -> RunRecord:
+        """Store a finished run with its weights: checkpoint first, then the record that names
+        it; a failure leaves neither. Returns the record as stored."""
         path = None
-        if model is not None and record["status"] == "complete":
-            path = self.checkpoint_path(record["id"])
-            save_checkpoint(path, model, cfg)
-            record = dict(record, checkpoint=str(path))
+        if model is not None and record.status == "complete":
+            path = self.checkpoint_path(record.id)
+            save_checkpoint(path, model, record.config)
+            record = dataclasses.replace(record, checkpoint=str(path))
         try:
             self.add(record)
         except UserError:
@@ -139,22 +130,49 @@ class Store:
             raise
         return record
 
-    def runs(self, study: str | None = None, status: str | None = None) -> list[dict]:
+    def runs(self, study: str | None = None, status: str | None = None) -> list[RunRecord]:
         """Run records, oldest first, optionally filtered."""
         sql, args = "SELECT record FROM runs WHERE 1=1", []
         if study is not None:
             sql, args = sql + " AND study = ?", args + [study]
         if status is not None:
             sql, args = sql + " AND status = ?", args + [status]
-        return [json.loads(r) for (r,) in self.db.execute(sql + " ORDER BY created, id", args)]
+        rows = self.db.execute(sql + " ORDER BY created, id", args)
+        return [RunRecord.from_dict(json.loads(r)) for (r,) in rows]
 
-    def get(self, run_id: str) -> dict:
+    def studies(self) -> list[str]:
+        """Names of the studies with stored runs (quick ones as NAME:quick)."""
+        rows = self.db.execute("SELECT DISTINCT study FROM runs WHERE study IS NOT NULL")
+        return sorted(s for (s,) in rows)
+
+    def get(self, run_id: str) -> RunRecord:
         """One record by id or unique id prefix."""
         rows = self.db.execute("SELECT record FROM runs WHERE substr(id, 1, length(?1)) = ?1",
                                (run_id,)).fetchall()
         if len(rows) != 1:
             raise UserError(f"{'no' if not rows else 'more than one'} run matches {run_id!r}")
-        return json.loads(rows[0][0])
+        return RunRecord.from_dict(json.loads(rows[0][0]))
+
+    def checkpoint_of(self, source: str) -> tuple[str, str]:
+        """(run id, checkpoint path) of a stored run's id or unique prefix."""
+        try:
+            record = self.get(source)
+        except UserError as e:
+            raise UserError(f"{source}: no such checkpoint file, and {e}") from None
+        if model_entry(record.model).kind != "torch":
+            raise UserError(f"run {record.id} is a scikit-learn model ({record.model}); only "
+                            "torch models have checkpoints")
+        if not record.checkpoint:
+            raise UserError(f"run {record.id} has no checkpoint (status {record.status})")
+        return record.id, record.checkpoint
+
+    def best_checkpoint(self) -> str:
+        """Path of the stored checkpoint with the highest test accuracy."""
+        runs = [r for r in self.runs(status="complete") if r.checkpoint]
+        if not runs:
+            raise UserError(f"no stored checkpoint in {self.root}; train one or pass "
+                            "--checkpoint")
+        return max(runs, key=lambda r: r.metric("test_accuracy") or 0).checkpoint
 
     def done_keys(self, study: str | None = None) -> set[str]:
         """Keys of runs that need no re-run (complete or diverged; failed ones are retried)."""
@@ -163,6 +181,18 @@ class Store:
         if study is not None:
             sql, args = sql + " AND study = ?", [study]
         return {k for (k,) in self.db.execute(sql, args)}
+
+
+def find_checkpoint(source: str, runs_dir: str | Path | None = None) -> tuple[str, str]:
+    """(name, checkpoint path) of a checkpoint file, or of a stored run's id or prefix.
+
+    Every command that loads a model takes either; a file never opens (or creates) a store.
+    """
+    path = Path(source)
+    if path.suffix == ".safetensors" or path.is_file():
+        return path.stem, str(path)
+    with Store(runs_dir) as store:
+        return store.checkpoint_of(source)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, cfg: TrainConfig) -> None:
@@ -180,8 +210,6 @@ def save_checkpoint(path: Path, model: torch.nn.Module, cfg: TrainConfig) -> Non
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
     """Rebuild a model from a checkpoint; a file that is not one gives a UserError."""
-    from .train import build_model  # train imports store's users; keep the graph acyclic
-
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}

@@ -2,18 +2,16 @@
 
 The dataset sits on the device as uint8; each step draws a random index batch, converts,
 augments and normalises it as one tensor, and takes an optimiser step. No DataLoader, no
-per-sample Python. The function returns a run record (plain dict) and the trained model;
-storing them is the caller's business (see store.py).
+per-sample Python. `train` returns an Outcome (history, final metrics, timing, the model);
+turning it into a stored run record is the caller's business (see record.py, store.py).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import resource
 import time
-import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,36 +23,29 @@ from tqdm import tqdm
 from . import PROCESS_START
 from .augment import Augment, prepare
 from .config import TrainConfig
-from .data import DATASETS, Dataset, Split, balanced_subset, holdout
+from .data import Dataset, Split, balanced_subset, holdout, input_stats
 from .envinfo import environment
 from .errors import UserError
-from .metrics import classification_metrics
-from .models import count_params, create_model, model_entry
+from .evaluate import evaluate, resolve_device
+from .metrics import Classification, Epoch, Timing, classify
+from .models import build_model, count_params, model_entry
 from .optim import learning_rate, make_optimizer
 from .snapshot import load_snapshot, save_snapshot
 
-# Evaluation batch: on CPU a large batch's activations spill out of the caches, and conv nets
-# evaluate 1.5-2.8x faster in batches of 64 than of 2,000 (bench/eval_batch.py); GPUs want large.
-EVAL_BATCH_CPU, EVAL_BATCH_GPU = 64, 2000
+SNAPSHOT_FORMAT = 2  # 2: history in the metric vocabulary of metrics.py
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU; an explicit name must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda[:N] or mps") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
-        raise UserError(f"device {name!r} is not available on this machine")
-    return device
+@dataclass
+class Outcome:
+    """What training produced: the learned state and what was measured on the way."""
+
+    status: str  # complete, or diverged (a NaN loss)
+    model: object  # the trained nn.Module or scikit-learn estimator
+    params: int
+    history: list[Epoch]
+    classification: Classification | None  # of the last finished epoch's model on test
+    timing: Timing
+    env: dict  # versions, device, threads (envinfo.environment)
 
 
 def make_splits(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None, Split]:
@@ -71,44 +62,14 @@ def make_splits(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None, S
     return train, val, test
 
 
-def build_model(cfg: TrainConfig) -> object:
-    """The model the config names, with --dropout and the seed passed where it applies."""
-    kw = dict(cfg.model_kwargs)
-    params = inspect.signature(model_entry(cfg.model).build).parameters
-    if cfg.dropout >= 0:
-        if "dropout" not in params:
-            raise UserError(f"model {cfg.model!r} has no dropout to set")
-        kw["dropout"] = cfg.dropout
-    if "seed" in params:
-        kw.setdefault("seed", cfg.seed)
-    return create_model(cfg.model, **kw)
-
-
 def weight_norm(model: nn.Module) -> float:
     """L2 norm of all parameters taken together."""
     return float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in model.parameters())))
 
 
-def input_stats(cfg: TrainConfig) -> tuple[float, float]:
-    """(mean, std) that pixels in [0, 1] are standardised with before entering the model."""
-    info = DATASETS[cfg.dataset]
-    return (info.mean, info.std) if cfg.normalize else (0.0, 1.0)
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, split: Split, mean: float, std: float,
-             device: torch.device) -> tuple[float, float, np.ndarray]:
-    """(mean loss, accuracy, predictions) of the model on a split."""
-    model.eval().to(memory_format=torch.channels_last)
-    loss, preds, batch = 0.0, [], EVAL_BATCH_CPU if device.type == "cpu" else EVAL_BATCH_GPU
-    for i in range(0, len(split), batch):
-        x = prepare(split.images[i:i + batch].to(device), mean, std)
-        out = model(x).float()
-        y = split.labels[i:i + batch].to(device)
-        loss += F.cross_entropy(out, y, reduction="sum").item()
-        preds.append(out.argmax(1).cpu())
-    pred = torch.cat(preds).numpy()
-    return loss / len(split), float((pred == split.labels.numpy()).mean()), pred
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _Trainer:
@@ -116,7 +77,7 @@ class _Trainer:
 
     def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device):
         self.cfg, self.data, self.device = cfg, data, device
-        self.mean, self.std = input_stats(cfg)
+        self.stats = input_stats(cfg.dataset, cfg.normalize)
         self.train_split, self.val_split, self.test_split = make_splits(cfg, data)
         self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear)
         torch.manual_seed(cfg.seed)
@@ -145,14 +106,15 @@ class _Trainer:
             lr = learning_rate(cfg, self.step, total, self.steps_per_epoch)
             for group in self.opt.param_groups:
                 group["lr"] = lr
-            x = prepare(self.images[idx], self.mean, self.std, self.aug, self.gen)
+            x = prepare(self.images[idx], self.stats, self.aug, self.gen)
             y = self.labels[idx]
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             penalty = cfg.l2 * sum((w ** 2).sum() for w in weights) if cfg.l2 else 0.0
             self.opt.zero_grad(set_to_none=True)
             (loss + penalty).backward()
-            self.opt.step()
+            if not _step(self.opt):
+                return math.nan, math.nan, lr
             loss_sum += loss.detach() * len(idx)
             correct += (out.argmax(1) == y).sum()
             self.step += 1
@@ -163,17 +125,18 @@ class _Trainer:
         n = len(perm)
         return float(loss_sum) / n, float(correct) / n, lr
 
-    def state(self, history: list[dict], clock: dict) -> dict:
+    def state(self, history: list[Epoch], clock: dict) -> dict:
         """Everything a resumed run needs to go on exactly as if it had never stopped."""
         cuda = self.device.type == "cuda"
-        return {"key": self.cfg.key(), "model": self.model.state_dict(),
+        return {"format": SNAPSHOT_FORMAT, "key": self.cfg.key(),
+                "model": self.model.state_dict(),
                 "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
                 "step": self.step, "images_seen": self.images_seen,
-                "history": history, "clock": clock}
+                "history": [e.to_dict() for e in history], "clock": clock}
 
-    def restore(self, state: dict) -> tuple[list[dict], dict]:
+    def restore(self, state: dict) -> tuple[list[Epoch], dict]:
         """Load a snapshot written by state(); return its history and clocks."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
@@ -182,32 +145,32 @@ class _Trainer:
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step, self.images_seen = state["step"], state["images_seen"]
-        return state["history"], state["clock"]
+        return [Epoch(**e) for e in state["history"]], state["clock"]
 
-    def measure(self, entry: dict, clock: dict) -> np.ndarray:
-        """Evaluate after an epoch: add validation and test loss and accuracy, the gap and the
-        weight norm to the history entry; return the test predictions."""
+    def measure(self, entry: Epoch, clock: dict) -> np.ndarray:
+        """Evaluate after an epoch: fill in validation and test loss and accuracy, the gap and
+        the weight norm; return the test predictions."""
         t = time.perf_counter()
         if self.val_split is not None:
-            entry["val_loss"], entry["val_acc"], _ = evaluate(
-                self.model, self.val_split, self.mean, self.std, self.device)
+            val = evaluate(self.model, self.val_split, self.stats, self.device)
+            entry.val_loss, entry.val_accuracy = val.loss, val.accuracy
             clock["eval_n"] += len(self.val_split)
-        entry["test_loss"], entry["test_acc"], pred = evaluate(
-            self.model, self.test_split, self.mean, self.std, self.device)
+        test = evaluate(self.model, self.test_split, self.stats, self.device)
+        entry.test_loss, entry.test_accuracy = test.loss, test.accuracy
         clock["eval_n"] += len(self.test_split)
         clock["eval_s"] += time.perf_counter() - t
-        entry |= {"gap": entry["train_acc"] - entry["test_acc"],
-                  "weight_norm": weight_norm(self.model)}
-        return pred
+        entry.gap = entry.train_accuracy - entry.test_accuracy
+        entry.weight_norm = weight_norm(self.model)
+        return test.predictions
 
-    def run(self, progress: bool, snapshot: Path | None = None) -> dict:
-        """Train for cfg.epochs (or until the target / divergence); return the run record.
+    def run(self, progress: bool, snapshot: Path | None = None) -> Outcome:
+        """Train for cfg.epochs (or until the target / divergence).
 
         With a snapshot path, resume from the snapshot there if it is this run's, and write
         one after every epoch but the last (see snapshot.py).
         """
         cfg, status, seconds_to_target, pred = self.cfg, "complete", None, None
-        state = load_snapshot(snapshot, cfg.key()) if snapshot else None
+        state = load_snapshot(snapshot, cfg.key(), SNAPSHOT_FORMAT) if snapshot else None
         history, clock = (self.restore(state) if state else
                           ([], {"wall_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "eval_n": 0}))
         resumed_at, started = len(history), time.perf_counter() - clock["wall_s"]
@@ -222,12 +185,13 @@ class _Trainer:
             if not math.isfinite(train_loss):
                 status = "diverged"
                 break
-            entry = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc}
+            entry = Epoch(epoch, train_loss=train_loss, train_accuracy=train_acc)
             pred = self.measure(entry, clock)
-            history.append(entry | {"lr": lr, "seconds": seconds})
+            entry.lr, entry.seconds = lr, seconds
+            history.append(entry)
             if progress:
-                bar.write(_epoch_line(history[-1], cfg.epochs))
-            if cfg.stop_at_accuracy and history[-1]["test_acc"] >= cfg.stop_at_accuracy:
+                bar.write(_epoch_line(entry, cfg.epochs))
+            if cfg.stop_at_accuracy and entry.test_accuracy >= cfg.stop_at_accuracy:
                 seconds_to_target = time.perf_counter() - PROCESS_START
                 break
             if snapshot and epoch < cfg.epochs:  # the last epoch always runs to the record
@@ -235,53 +199,47 @@ class _Trainer:
                 save_snapshot(snapshot, self.state(history, clock))
         bar.close()
         train_s, eval_s = clock["train_s"], clock["eval_s"]
-        timing = {"wall_seconds": time.perf_counter() - started,
-                  "train_images_per_s": self.images_seen / train_s if train_s else None,
-                  "infer_images_per_s": clock["eval_n"] / eval_s if eval_s else None,
-                  "seconds_to_target": seconds_to_target,
-                  "resumed_at_epoch": resumed_at or None}
-        return make_record(cfg, status, count_params(self.model), history, pred,
-                           self.test_split, timing, self.device)
+        timing = Timing(wall_seconds=time.perf_counter() - started,
+                        train_images_per_s=self.images_seen / train_s if train_s else None,
+                        infer_images_per_s=clock["eval_n"] / eval_s if eval_s else None,
+                        seconds_to_target=seconds_to_target,
+                        resumed_at_epoch=resumed_at or None, peak_rss_mb=peak_rss_mb())
+        labels = self.test_split.labels.numpy()
+        return Outcome(status, self.model, count_params(self.model), history,
+                       classify(labels, pred) if pred is not None else None, timing,
+                       environment(self.device, cfg.threads))
 
 
-def _epoch_line(h: dict, epochs: int) -> str:
-    val = f" | val {h['val_acc']:.2%}" if "val_acc" in h else ""
-    return (f"epoch {h['epoch']:>2}/{epochs}  train loss {h['train_loss']:.4f} "
-            f"acc {h['train_acc']:.2%}{val} | test loss {h['test_loss']:.4f} "
-            f"acc {h['test_acc']:.2%} | {h['seconds']:.1f} s")
+def _step(opt: object) -> bool:
+    """One optimiser step; False if its arithmetic overflowed float32, a divergence.
+
+    torch's Adam-family optimisers turn an update too large for float32 (say lr 1e38 over a
+    bias correction of 0.1) into a RuntimeError rather than an inf, so it is caught here.
+    """
+    try:
+        opt.step()
+    except RuntimeError as e:
+        if "without overflow" not in str(e):
+            raise
+        return False
+    return True
 
 
-def make_record(cfg: TrainConfig, status: str, params: int, history: list[dict],
-                pred: np.ndarray | None, test: Split, timing: dict,
-                device: torch.device) -> dict:
-    """The run record stored and printed by `--json`: config, environment, results."""
-    last = history[-1] if history else {}
-    metrics = classification_metrics(test.labels.numpy(), pred) if pred is not None else None
-    record = {
-        "id": datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6],
-        "key": cfg.key(), "status": status, "model": cfg.model, "dataset": cfg.dataset,
-        "params": params,
-        "test_accuracy": last.get("test_acc"), "test_loss": last.get("test_loss"),
-        "train_accuracy": last.get("train_acc"), "val_accuracy": last.get("val_acc"),
-        "best_test_accuracy": max((h["test_acc"] for h in history), default=None),
-        "best_train_accuracy": max((h["train_acc"] for h in history), default=None),
-        "epochs_run": len(history), "target": cfg.stop_at_accuracy or None,
-        "reached_target": timing["seconds_to_target"] is not None, **timing,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "metrics": metrics, "history": history, "config": cfg.to_dict(),
-        "env": environment(device, cfg.threads),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    return record
+def _epoch_line(e: Epoch, epochs: int) -> str:
+    val = f" | val {e.val_accuracy:.2%}" if e.val_accuracy is not None else ""
+    return (f"epoch {e.epoch:>2}/{epochs}  train loss {e.train_loss:.4f} "
+            f"acc {e.train_accuracy:.2%}{val} | test loss {e.test_loss:.4f} "
+            f"acc {e.test_accuracy:.2%} | {e.seconds:.1f} s")
 
 
-def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
+def _fit_classical(cfg: TrainConfig, data: Dataset) -> Outcome:
     """Fit a scikit-learn model on flattened pixels; one 'epoch' of history."""
     train, val, test = make_splits(cfg, data)
     model = build_model(cfg)
+    stats = input_stats(cfg.dataset, cfg.normalize)
 
     def features(split: Split) -> np.ndarray:
-        return prepare(split.images, *input_stats(cfg)).flatten(1).numpy()
+        return prepare(split.images, stats).flatten(1).numpy()
 
     started = time.perf_counter()
     model.fit(features(train), train.labels.numpy())
@@ -289,25 +247,26 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> tuple[dict, object]:
     t0 = time.perf_counter()
     pred = model.predict(features(test))
     infer_s = time.perf_counter() - t0
-    entry = {"epoch": 1, "train_acc": float(model.score(features(train), train.labels.numpy())),
-             "test_acc": float((pred == test.labels.numpy()).mean()), "seconds": fit_s}
+    entry = Epoch(1, train_accuracy=float(model.score(features(train), train.labels.numpy())),
+                  test_accuracy=float((pred == test.labels.numpy()).mean()), seconds=fit_s)
     if val is not None:
-        entry["val_acc"] = float(model.score(features(val), val.labels.numpy()))
-    entry["gap"] = entry["train_acc"] - entry["test_acc"]
-    timing = {"wall_seconds": time.perf_counter() - started,
-              "train_images_per_s": len(train) / fit_s, "infer_images_per_s": len(pred) / infer_s,
-              "seconds_to_target": None}
+        entry.val_accuracy = float(model.score(features(val), val.labels.numpy()))
+    entry.gap = entry.train_accuracy - entry.test_accuracy
+    timing = Timing(wall_seconds=time.perf_counter() - started,
+                    train_images_per_s=len(train) / fit_s,
+                    infer_images_per_s=len(pred) / infer_s, peak_rss_mb=peak_rss_mb())
     params = (model.coef_.size + model.intercept_.size if hasattr(model, "coef_")
               else sum(t.tree_.node_count for t in model.estimators_))
-    return make_record(cfg, "complete", int(params), [entry], pred, test, timing,
-                       torch.device("cpu")), model
+    return Outcome("complete", model, int(params), [entry], classify(test.labels.numpy(), pred),
+                   timing, environment(torch.device("cpu"), cfg.threads))
 
 
 def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
-          snapshot: Path | None = None) -> tuple[dict, object]:
-    """Train one run; return (record, model). Never raises on divergence (status says so).
+          snapshot: Path | None = None) -> Outcome:
+    """Train one run. Never raises on divergence (the status says so).
 
     snapshot: a file to resume from and to keep the run's progress in after every epoch.
+    The thread count is set here and nowhere else: every command and worker trains through it.
     """
     cfg.validate()
     if cfg.threads:
@@ -323,4 +282,4 @@ def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
     if cfg.batch_size > len(trainer.train_split):
         raise UserError(f"batch size {cfg.batch_size} exceeds the {len(trainer.train_split)} "
                         "training images")
-    return trainer.run(progress, snapshot), trainer.model
+    return trainer.run(progress, snapshot)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnist_lab.store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,6 +19,13 @@ def test_time_to_accuracy_tiny(tmp_path, data_root):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["pipeline"] for r in rows} == {"mnist-lab", "reference/examples"}
     assert all(r["reached_target"] and r["seconds_to_target"] > 0 for r in rows)
+    # Our row is read from the run record `train --json` printed, and that run is stored
+    (ours,) = [r for r in rows if r["pipeline"] == "mnist-lab"]
+    (record,) = Store(tmp_path / "runs").runs()
+    assert ours["model"] == record.config.model == "compact_step3"
+    assert ours["test_accuracy"] == record.metric("test_accuracy") >= ours["target"]
+    assert ours["seconds_to_target"] == record.timing.seconds_to_target
+    assert ours["epochs_run"] == record.metric("epochs_run") == len(record.history)
     assert "| mnist-lab | compact_step3 | 1/1 |" in proc.stdout and "Speed-up" in proc.stdout
 
 

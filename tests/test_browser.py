@@ -122,10 +122,10 @@ def test_bars_preview_and_picker(page, stored_runs):
     options = page.locator("#model option")
     assert options.count() == 2
     assert "(default)" in options.nth(0).inner_text()
-    assert stored_runs.best["id"] in options.nth(0).inner_text()
-    page.select_option("#model", stored_runs.small["id"])
+    assert stored_runs.best.id in options.nth(0).inner_text()
+    page.select_option("#model", stored_runs.small.id)
     page.wait_for_function(f"() => document.getElementById('status').textContent"
-                           f" === 'model {stored_runs.small['id']}'")
+                           f" === 'model {stored_runs.small.id}'")
 
 
 def test_clear_then_redraw(page):
@@ -138,8 +138,8 @@ def test_clear_then_redraw(page):
 def test_runs_page_lists_runs(browser, server, stored_runs):
     page = browser.new_page()
     page.goto(server + "/runs")
-    page.wait_for_selector(f"tr[data-id='{stored_runs.best['id']}']")
-    row = page.inner_text(f"tr[data-id='{stored_runs.small['id']}']")
+    page.wait_for_selector(f"tr[data-id='{stored_runs.best.id}']")
+    row = page.inner_text(f"tr[data-id='{stored_runs.small.id}']")
     assert "compact_step3" in row and "smoke" in row and "complete" in row
     assert "2 run(s)" in page.inner_text("#status")
     page.close()

@@ -6,16 +6,12 @@ Training is kept short: two 1-epoch runs per module (2,000 and 10,000 images).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
-import io
 import json
 import os
 import shutil
-import struct
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,64 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lab.cli import main
 from mnist_lab.data import DATASETS, FILES, locate
 from mnist_lab.store import Store
 
-SCRIPT = shutil.which("mnist-lab") or str(Path(sys.executable).with_name("mnist-lab"))
 TEST_LABELS = FILES["test_labels"] + ".gz"
-
-
-# ---------------------------------------------------------------- helpers
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """main() in-process: (exit code, stdout, stderr); argparse's SystemExit counts too."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def train_json(*args) -> dict:
-    """`train --json --epochs 1 ...` outside any test (no capsys): the printed record."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["train", "--json", "--epochs", "1", *map(str, args)])
-    assert code == 0
-    return json.loads(out.getvalue())
-
-
-def assert_one_line_error(code: int, err: str, phrase: str) -> None:
-    """Exit 2, exactly one line on stderr containing `phrase`, no traceback."""
-    assert code == 2
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert phrase in lines[0]
-
-
-def assert_nothing_stored(runs: Path) -> None:
-    """No run record and no checkpoint in the store folder (it may not even exist)."""
-    if runs.exists():
-        assert Store(runs).runs() == []
-        assert not list(runs.rglob("*.safetensors"))
-
-
-def scan_png(digit: np.ndarray, path: Path) -> Path:
-    """An MNIST digit as a phone-photo-like scan: dark ink on white paper, big, off-centre."""
-    ink = Image.fromarray(255 - digit).resize((200, 200), Image.Resampling.BICUBIC)
-    page = Image.new("L", (480, 360), 255)
-    page.paste(ink, (230, 40))
-    page.convert("RGB").save(path)
-    return path
-
-
-def idx_gz(path: Path, array: np.ndarray, magic: bytes = b"\x00\x00\x08") -> None:
-    """Write a uint8 array as a gzip-compressed IDX file (optionally with a bad magic)."""
-    header = magic + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 # ---------------------------------------------------------------- fixtures
@@ -96,7 +38,7 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_root):
+def trained(tmp_path_factory, data_root, train_json):
     """One store with a small run (2,000 images) and a decent one (10,000 images, ~97%).
 
     Batch 32 for the decent run: 1 epoch at the default 128 is only 79 steps (~84%).
@@ -120,24 +62,25 @@ def digits(mnist) -> list[tuple[np.ndarray, int]]:
 
 
 @pytest.fixture
-def scans(tmp_path, digits) -> list[tuple[Path, int]]:
+def scans(tmp_path, digits, scan_png) -> list[tuple[Path, int]]:
     return [(scan_png(img, tmp_path / f"scan{i}.png"), label)
             for i, (img, label) in enumerate(digits)]
 
 
 # ---------------------------------------------------------------- the happy path
 
-def test_help_console_script():
-    result = subprocess.run([SCRIPT, "--help"], capture_output=True, text=True, timeout=60)
+def test_help_console_script(script):
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for command in ("train", "evaluate", "predict", "models", "runs"):
         assert command in result.stdout
 
 
-def test_bad_command_subprocess_has_no_traceback(tmp_path):
+def test_bad_command_subprocess_has_no_traceback(tmp_path, assert_one_line_error,
+                                                 assert_nothing_stored, script):
     env = dict(os.environ, MNIST_LAB_RUNS=str(tmp_path / "runs"), MNIST_LAB_OFFLINE="1",
                XDG_CACHE_HOME=str(tmp_path / "cache"))
-    result = subprocess.run([SCRIPT, "predict", str(tmp_path / "missing.png")], env=env,
+    result = subprocess.run([script, "predict", str(tmp_path / "missing.png")], env=env,
                             capture_output=True, text=True, timeout=120)
     assert_one_line_error(result.returncode, result.stderr, "no such file")
     assert result.stdout == ""
@@ -148,76 +91,77 @@ def test_train_json_record(trained):
     record = trained.small
     assert record["status"] == "complete"
     assert record["params"] == 7432
-    assert 0 < record["test_accuracy"] < 1
+    assert 0 < record["final"]["test_accuracy"] < 1
     assert len(record["history"]) == 1
     assert Path(record["checkpoint"]).is_file()
     assert Path(record["checkpoint"]).is_relative_to(trained.runs)
 
 
-def test_runs_list(capsys, trained):
-    code, out, err = run_cli(capsys, "runs", "--runs-dir", trained.runs)
+def test_runs_list(trained, cli):
+    code, out, err = cli("runs", "--runs-dir", trained.runs)
     assert code == 0
     assert trained.small["id"] in out and trained.good["id"] in out
     assert "2 run(s)" in err
 
 
-def test_runs_show_by_prefix(capsys, trained):
+def test_runs_show_by_prefix(trained, cli):
     prefix = trained.small["id"][:-3]
     assert not trained.good["id"].startswith(prefix)
-    code, out, _ = run_cli(capsys, "runs", "show", prefix, "--runs-dir", trained.runs)
+    code, out, _ = cli("runs", "show", prefix, "--runs-dir", trained.runs)
     assert code == 0
     assert trained.small["id"] in out
     assert "epoch   1" in out
 
 
-def test_runs_show_json(capsys, trained):
+def test_runs_show_json(trained, cli):
     run_id = trained.small["id"]
-    code, out, _ = run_cli(capsys, "runs", "show", run_id, "--json", "--runs-dir", trained.runs)
+    code, out, _ = cli("runs", "show", run_id, "--json", "--runs-dir", trained.runs)
     assert code == 0
     record = json.loads(out)
     assert record["id"] == run_id
-    assert record["test_accuracy"] == pytest.approx(trained.small["test_accuracy"])
+    assert record["final"] == pytest.approx(trained.small["final"])
 
 
-def test_evaluate_human(capsys, trained, data_root):
-    code, out, _ = run_cli(capsys, "evaluate", trained.small["checkpoint"],
-                           "--data-dir", data_root)
+def test_evaluate_human(trained, data_root, cli):
+    code, out, _ = cli("evaluate", trained.small["checkpoint"],
+                       "--data-dir", data_root)
     assert code == 0
     assert "compact_step3 on mnist test: accuracy" in out
     assert "most confused" in out
 
 
-def test_evaluate_json_matches_training(capsys, trained, data_root):
-    code, out, _ = run_cli(capsys, "evaluate", trained.small["checkpoint"], "--json",
-                           "--data-dir", data_root)
+def test_evaluate_json_matches_training(trained, data_root, cli):
+    code, out, _ = cli("evaluate", trained.small["checkpoint"], "--json",
+                       "--data-dir", data_root)
     assert code == 0
     result = json.loads(out)
     assert result["params"] == 7432
-    assert result["test_accuracy"] == pytest.approx(trained.small["test_accuracy"], abs=1e-3)
+    assert result["test_accuracy"] == pytest.approx(trained.small["final"]["test_accuracy"],
+                                              abs=1e-3)
 
 
-def test_models(capsys):
-    code, out, _ = run_cli(capsys, "models")
+def test_models(cli):
+    code, out, _ = cli("models")
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert "7,432" in lines["compact_step3"]
     assert "logreg" in lines
 
 
-def test_predict_scans_mostly_right(capsys, trained, scans):
+def test_predict_scans_mostly_right(trained, scans, cli):
     paths = [p for p, _ in scans]
-    code, out, _ = run_cli(capsys, "predict", *paths, "--json",
-                           "--checkpoint", trained.good["checkpoint"])
+    code, out, _ = cli("predict", *paths, "--json",
+                       "--checkpoint", trained.good["checkpoint"])
     assert code == 0
     predicted = [p["digit"] for p in json.loads(out)["predictions"]]
     correct = sum(d == label for d, (_, label) in zip(predicted, scans, strict=True))
     assert correct >= 4, (predicted, [label for _, label in scans])
 
 
-def test_predict_json_probabilities(capsys, trained, scans):
+def test_predict_json_probabilities(trained, scans, cli):
     path = scans[0][0]
-    code, out, _ = run_cli(capsys, "predict", path, "--json",
-                           "--checkpoint", trained.good["checkpoint"])
+    code, out, _ = cli("predict", path, "--json",
+                       "--checkpoint", trained.good["checkpoint"])
     assert code == 0
     (prediction,) = json.loads(out)["predictions"]
     probs = prediction["probabilities"]
@@ -227,23 +171,23 @@ def test_predict_json_probabilities(capsys, trained, scans):
     assert prediction["file"] == str(path)
 
 
-def test_predict_human_one_line_per_image(capsys, trained, scans):
+def test_predict_human_one_line_per_image(trained, scans, cli):
     paths = [p for p, _ in scans[:2]]
-    code, out, _ = run_cli(capsys, "predict", *paths, "--checkpoint", trained.good["checkpoint"])
+    code, out, _ = cli("predict", *paths, "--checkpoint", trained.good["checkpoint"])
     assert code == 0
     lines = out.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [str(p) for p in paths]
 
 
-def test_predict_defaults_to_best_stored_run(capsys, trained, scans):
-    code, out, _ = run_cli(capsys, "predict", scans[0][0], "--json", "--runs-dir", trained.runs)
+def test_predict_defaults_to_best_stored_run(trained, scans, cli):
+    code, out, _ = cli("predict", scans[0][0], "--json", "--runs-dir", trained.runs)
     assert code == 0
-    best = max((trained.small, trained.good), key=lambda r: r["test_accuracy"])
+    best = max((trained.small, trained.good), key=lambda r: r["final"]["test_accuracy"])
     assert json.loads(out)["checkpoint"] == best["checkpoint"]
 
 
-def test_store_given_as_relative_path_works_from_elsewhere(capsys, tmp_path, monkeypatch,
-                                                          data_root, scans):
+def test_store_given_as_relative_path_works_from_elsewhere(tmp_path, monkeypatch, data_root, scans,
+                                                           cli, train_json):
     """Records name checkpoints by absolute path: a relative --runs-dir must not leak into them."""
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path / "a")
@@ -251,20 +195,21 @@ def test_store_given_as_relative_path_works_from_elsewhere(capsys, tmp_path, mon
                         "--data-dir", data_root, "--runs-dir", "runs")
     assert Path(record["checkpoint"]).is_absolute()
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run_cli(capsys, "predict", scans[0][0], "--runs-dir", "a/runs")
+    code, out, _ = cli("predict", scans[0][0], "--runs-dir", "a/runs")
     assert code == 0 and out
 
 
 # ---------------------------------------------------------------- bad command lines
 
 @pytest.fixture
-def bad_files(tmp_path, digits) -> Path:
+def bad_files(tmp_path, digits, scan_png) -> Path:
     """A text file named .png, a truncated PNG, random bytes named .safetensors."""
     (tmp_path / "x.png").write_text("not a picture\n")
     scan_png(digits[0][0], tmp_path / "whole.png")
     whole = (tmp_path / "whole.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])
     (tmp_path / "junk.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
     return tmp_path
 
 
@@ -278,9 +223,19 @@ TRAIN = ("train", "--no-progress", "--epochs", "1", "--data-dir", "{data}", "--r
     pytest.param((*TRAIN, "--batch-size", "0"), "batch size must be >= 1", id="zero-batch"),
     pytest.param((*TRAIN, "--subset", "70000"), "subset size must be between", id="big-subset"),
     pytest.param((*TRAIN, "--lr", "abc"), "invalid float value: 'abc'", id="lr-not-a-number"),
+    *[pytest.param((*TRAIN, *flags), phrase, id=f"overflow-{'-'.join(flags)}")
+      for flags, phrase in [
+          (("--lr", "1e40"), "lr must be a finite number within float32's range"),
+          (("--weight-decay", "1e300"), "weight decay must be a finite number"),
+          (("--momentum", "1e300"), "momentum must be a finite number"),
+          (("--optimizer", "adam", "--lr", "1e40"), "lr must be a finite number"),
+          (("--optimizer", "adamw", "--weight-decay", "1e300"), "weight decay must be"),
+          (("--optimizer", "adadelta", "--lr", "1e300"), "lr must be a finite number"),
+          (("--lr", "inf"), "got inf"), (("--l2", "nan"), "l2 must be a finite number")]],
     pytest.param(("predict", "{tmp}/missing.png"), "no such file", id="predict-missing"),
     pytest.param(("predict", "{tmp}/x.png"), "not a readable image", id="predict-text"),
     pytest.param(("predict", "{tmp}/cut.png"), "not a readable image", id="predict-truncated"),
+    pytest.param(("predict", "{tmp}/blank.png"), "blank.png has no contrast", id="predict-blank"),
     pytest.param(("predict", "{tmp}/whole.png", "--runs-dir", "{runs}"), "no stored checkpoint",
                  id="predict-empty-store"),
     pytest.param(("evaluate", "{tmp}/junk.safetensors"), "not an mnist-lab checkpoint",
@@ -291,11 +246,15 @@ TRAIN = ("train", "--no-progress", "--epochs", "1", "--data-dir", "{data}", "--r
                  id="runs-show-unknown"),
     pytest.param(("runs", "show", "--runs-dir", "{runs}"), "needs a run id", id="runs-show-no-id"),
     pytest.param(("fly",), "invalid choice: 'fly'", id="unknown-command"),
+    pytest.param(("study", "run", "nope"), "shipped studies (augmentation, compact-cnn,",
+                 id="unknown-study"),
+    pytest.param(("study", "run"), "needs a study", id="study-run-no-name"),
 ])
-def test_bad_input(capsys, bad_files, data_root, argv, phrase):
+def test_bad_input(bad_files, data_root, argv, phrase, cli, assert_one_line_error,
+                   assert_nothing_stored):
     runs = bad_files / "runs"
     args = [a.format(tmp=bad_files, data=data_root, runs=runs) for a in argv]
-    code, out, err = run_cli(capsys, *args)
+    code, out, err = cli(*args)
     assert_one_line_error(code, err, phrase)
     assert out == ""
     assert_nothing_stored(runs)
@@ -303,17 +262,38 @@ def test_bad_input(capsys, bad_files, data_root, argv, phrase):
 
 # ---------------------------------------------------------------- bad data
 
-def test_missing_data_files_named(capsys, tmp_path, monkeypatch):
+def test_missing_data_files_named(tmp_path, monkeypatch, cli, assert_one_line_error,
+                                  assert_nothing_stored):
     monkeypatch.delenv("MNIST_LAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = run_cli(capsys, "train", "--data-dir", empty, "--runs-dir", tmp_path / "runs")
+    code, _, err = cli("train", "--data-dir", empty, "--runs-dir", tmp_path / "runs")
     assert_one_line_error(code, err, "mnist not found")
     for stem in FILES.values():
         assert stem in err
-    assert str(empty / "mnist") in err and str(tmp_path / "cache" / "mnist-lab" / "mnist") in err
+    assert f"in --data-dir {empty}" in err and str(empty / "mnist") in err
+    assert "cache" not in err  # an explicit folder is the only one searched
     assert_nothing_stored(tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()  # bad data fails before the results folder is made
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_explicit_data_dir_never_falls_back(tmp_path, monkeypatch, data_root, command, cli,
+                                            assert_one_line_error, assert_nothing_stored):
+    """Broken files in --data-dir are an error naming it, even with good data elsewhere."""
+    monkeypatch.setenv("MNIST_LAB_DATA", str(data_root))  # valid: must not be used
+    folder = tmp_path / "mine" / "mnist"
+    folder.mkdir(parents=True)
+    for path in locate(DATASETS["mnist"], data_root, download=False).values():
+        shutil.copy(path, folder / path.name)
+    (folder / TEST_LABELS).write_bytes(b"broken")
+    argv = (("train", "--epochs", "1") if command == "train"
+            else ("study", "run", "augmentation", "--quick"))
+    code, out, err = cli(*argv, "--data-dir", tmp_path / "mine", "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(code, err, str(folder / TEST_LABELS))
+    assert out == ""
+    assert not (tmp_path / "runs").exists()
 
 
 def _truncate(gz: bytes) -> bytes:
@@ -346,15 +326,16 @@ def _one_label_changed(gz: bytes) -> bytes:
     pytest.param(_bad_deflate, "cannot read", id="invalid-deflate"),
     pytest.param(_one_label_changed, "checksum mismatch", id="checksum-mismatch"),
 ])
-def test_corrupted_real_file(capsys, tmp_path, data_root, corrupt, phrase):
+def test_corrupted_real_file(tmp_path, data_root, corrupt, phrase, cli, assert_one_line_error,
+                             assert_nothing_stored):
     folder = tmp_path / "data" / "mnist"
     folder.mkdir(parents=True)
     for path in locate(DATASETS["mnist"], data_root, download=False).values():
         shutil.copy(path, folder / path.name)
     target = folder / TEST_LABELS
     target.write_bytes(corrupt(target.read_bytes()))
-    code, out, err = run_cli(capsys, "train", "--epochs", "1", "--subset", "100", "--no-progress",
-                             "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs")
+    code, out, err = cli("train", "--epochs", "1", "--subset", "100", "--no-progress",
+                         "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs")
     assert_one_line_error(code, err, phrase)
     assert str(target) in err
     assert out == ""
@@ -367,34 +348,108 @@ def unverified(monkeypatch):
     monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(DATASETS["mnist"], sha256={}))
 
 
-def _synthetic(folder: Path, n_train_labels: int = 50, test_magic: bytes = b"\x00\x00\x08"):
-    """A tiny MNIST-shaped dataset: 50 train and 20 test images."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    idx_gz(folder / (FILES["train_images"] + ".gz"), rng.integers(0, 256, (50, 28, 28)))
-    idx_gz(folder / (FILES["train_labels"] + ".gz"), np.arange(n_train_labels) % 10)
-    idx_gz(folder / (FILES["test_images"] + ".gz"), rng.integers(0, 256, (20, 28, 28)))
-    idx_gz(folder / TEST_LABELS, np.arange(20) % 10, magic=test_magic)
+@pytest.fixture
+def synthetic(idx_gz):
+    """synthetic(folder, ...): a small random dataset of valid IDX files (optionally broken)."""
+    def write(folder: Path, n_train_labels: int = 50, test_magic: bytes = b"\x00\x00\x08"):
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        idx_gz(folder / (FILES["train_images"] + ".gz"), rng.integers(0, 256, (50, 28, 28)))
+        idx_gz(folder / (FILES["train_labels"] + ".gz"), np.arange(n_train_labels) % 10)
+        idx_gz(folder / (FILES["test_images"] + ".gz"), rng.integers(0, 256, (20, 28, 28)))
+        idx_gz(folder / TEST_LABELS, np.arange(20) % 10, magic=test_magic)
+    return write
 
 
 @pytest.mark.parametrize("kwargs, phrase", [
     pytest.param({"n_train_labels": 40}, "50 images but 40 labels", id="count-mismatch"),
     pytest.param({"test_magic": b"\x01\x02\x03"}, "wrong magic number", id="bad-magic"),
 ])
-def test_structurally_bad_dataset(capsys, tmp_path, unverified, kwargs, phrase):
-    _synthetic(tmp_path / "data" / "mnist", **kwargs)
-    code, out, err = run_cli(capsys, "train", "--epochs", "1", "--no-progress",
-                             "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs")
+def test_structurally_bad_dataset(tmp_path, unverified, synthetic, kwargs, phrase, cli,
+                                  assert_one_line_error, assert_nothing_stored):
+    synthetic(tmp_path / "data" / "mnist", **kwargs)
+    code, out, err = cli("train", "--epochs", "1", "--no-progress",
+                         "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs")
     assert_one_line_error(code, err, phrase)
     assert out == ""
     assert_nothing_stored(tmp_path / "runs")
 
 
-def test_synthetic_dataset_is_otherwise_valid(capsys, tmp_path, unverified):
+def test_synthetic_dataset_is_otherwise_valid(tmp_path, unverified, synthetic, cli):
     """Control for the two cases above: the untouched synthetic dataset trains."""
-    _synthetic(tmp_path / "data" / "mnist")
-    code, out, err = run_cli(capsys, "train", "--epochs", "1", "--batch-size", "10", "--json",
-                             "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs")
+    synthetic(tmp_path / "data" / "mnist")
+    code, out, err = cli("train", "--epochs", "1", "--batch-size", "10", "--json",
+                         "--data-dir", tmp_path / "data", "--runs-dir", tmp_path / "runs")
     assert code == 0, err
     assert json.loads(out)["status"] == "complete"
     assert len(Store(tmp_path / "runs").runs()) == 1
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "adadelta"])
+def test_update_too_large_for_float32_is_a_divergence(tmp_path, data_root, optimizer, cli):
+    """lr 3e38 is a float32, but Adam's bias correction overflows it: recorded, no traceback."""
+    code, out, err = cli("train", "--optimizer", optimizer, "--lr", "3e38", "--epochs", "1",
+                         "--subset", "500", "--test-subset", "100", "--json",
+                         "--data-dir", data_root, "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "diverged"
+
+
+# ---------------------------------------------------------------- a newcomer's rough edges
+
+def test_bare_command_prints_help(cli):
+    code, out, err = cli()
+    assert code == 0 and "usage: mnist-lab" in out and "train" in out and err == ""
+
+
+def test_evaluate_takes_a_run_id_prefix(trained, data_root, cli):
+    prefix = trained.small["id"][:-3]
+    code, out, _ = cli("evaluate", prefix, "--json", "--data-dir", data_root,
+                       "--runs-dir", trained.runs)
+    assert code == 0
+    result = json.loads(out)
+    assert result["source"] == trained.small["id"]
+    assert result["test_accuracy"] == pytest.approx(trained.small["final"]["test_accuracy"],
+                                                    abs=1e-3)
+
+
+def test_tables_have_headers_and_readable_numbers(trained, cli):
+    _, out, _ = cli("models")
+    assert out.splitlines()[0].split() == ["model", "kind", "params", "source"]
+    _, out, _ = cli("runs", "--runs-dir", trained.runs)
+    assert out.splitlines()[0].split()[:4] == ["id", "status", "model", "dataset"]
+    _, out, _ = cli("runs", "show", trained.small["id"], "--runs-dir", trained.runs)
+    wall = next(line for line in out.splitlines() if "wall_seconds" in line)
+    assert wall.split(":")[1].strip().count(".") == 1 and len(wall.split(".")[-1]) == 1
+
+
+def test_predict_json_probabilities_are_rounded(trained, scans, cli):
+    _, out, _ = cli("predict", scans[0][0], "--json", "--checkpoint", trained.good["id"],
+                    "--runs-dir", trained.runs)
+    for p in json.loads(out)["predictions"][0]["probabilities"]:
+        assert p == round(p, 6) and len(repr(p)) <= 10  # 4e-06, not 3.999999989900971e-06
+
+
+def test_study_list_names_the_shipped_studies(cli):
+    code, out, _ = cli("study", "list")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert names == ["augmentation", "compact-cnn", "linear-mlp", "model-comparison",
+                     "weight-decay"]
+
+
+def test_quick_runs_are_pointed_to(tmp_path, data_root, cli, assert_one_line_error):
+    """A report or listing without --quick after a quick run says where the runs are."""
+    runs = tmp_path / "runs"
+    code, _, err = cli("study", "run", "augmentation", "--quick", "--no-progress",
+                       "--data-dir", data_root, "--runs-dir", runs)
+    assert code == 0, err
+    code, _, err = cli("study", "report", "augmentation", "--runs-dir", runs)
+    assert_one_line_error(code, err, "its quick runs are stored: add --quick")
+    code, _, err = cli("runs", "--study", "augmentation", "--runs-dir", runs)
+    assert code == 0 and "stored as augmentation:quick" in err
+    code, _, err = cli("study", "report", "augmentation", "--quick", "--runs-dir", runs,
+                       "--out", tmp_path / "report")
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "not comparable" in report and "99.02%" not in report and " pp" not in report

@@ -12,9 +12,11 @@ from mnist_lab.data import (
     DATASETS,
     FILES,
     DatasetInfo,
+    InputStats,
     Split,
     balanced_subset,
     holdout,
+    input_stats,
     load,
     parse_idx,
     read_idx,
@@ -110,8 +112,23 @@ def test_missing_files_name_folders_and_files(tmp_path, synthetic):
     with pytest.raises(UserError) as err:
         load("synthetic", tmp_path)
     message = str(err.value)
+    assert message.startswith(f"synthetic not found in --data-dir {tmp_path}: looked in ")
     assert str(tmp_path) in message and "\n" not in message
     assert all(name in message for name in FILES.values())
+
+
+def test_explicit_data_dir_is_the_only_folder_searched(tmp_path, synthetic, monkeypatch):
+    """Files missing from --data-dir are an error naming it, never a fall-back to other data."""
+    write_dataset(tmp_path / "elsewhere" / "synthetic")
+    monkeypatch.setenv("MNIST_LAB_DATA", str(tmp_path / "elsewhere"))
+    write_dataset(tmp_path / "cache" / "mnist-lab" / "synthetic")  # the user cache, too
+    monkeypatch.delenv("MNIST_LAB_OFFLINE")  # and no download either
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not found in --data-dir") as err:
+        load("synthetic", tmp_path / "empty")
+    assert str(tmp_path / "elsewhere") not in str(err.value)
+    assert str(tmp_path / "cache") not in str(err.value)
+    assert len(load("synthetic").train) == 20  # without --data-dir, the others are searched
 
 
 def test_unknown_dataset():
@@ -137,6 +154,17 @@ def test_balanced_subset(mnist):
     assert torch.equal(sub.images, balanced_subset(mnist.train, 1000, seed=0).images)
     with pytest.raises(UserError, match="subset size"):
         balanced_subset(mnist.train, 60001, seed=0)
+
+
+def test_input_stats():
+    stats = input_stats("mnist")
+    assert stats == InputStats(0.1307, 0.3081)
+    assert input_stats("fashion-mnist", normalize=False) == InputStats(0.0, 1.0)
+    x = torch.tensor([0.0, 0.1307, 1.0])
+    assert torch.allclose(stats.standardise(x), (x - 0.1307) / 0.3081)
+    assert torch.equal(InputStats().standardise(x), x)
+    with pytest.raises(UserError, match="unknown dataset"):
+        input_stats("kmnist")
 
 
 def test_split_take():

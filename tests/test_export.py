@@ -25,12 +25,13 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from test_cli import SCRIPT, assert_one_line_error, run_cli, train_json
 
 from mnist_lab import export
 from mnist_lab.config import TrainConfig
 from mnist_lab.inference import Classifier
+from mnist_lab.metrics import Epoch
 from mnist_lab.models import create_model, list_models, model_entry
+from mnist_lab.record import RunRecord
 from mnist_lab.store import Store, save_checkpoint
 
 ATOL = 1e-4
@@ -92,7 +93,7 @@ def test_untrained_model_matches_pytorch(tmp_path, name, fmt):
 # ---------------------------------------------------------------- a trained model, real images
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_root):
+def trained(tmp_path_factory, data_root, train_json):
     """A real compact_step3 run: 1 epoch on 10,000 images, no augmentation (~97%, ~5 s)."""
     runs = tmp_path_factory.mktemp("store")
     with pytest.MonkeyPatch.context() as mp:
@@ -112,10 +113,9 @@ def test_images(mnist) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_trained_export_matches_pytorch_on_real_images(capsys, tmp_path, trained, test_images,
-                                                       fmt):
-    code, out, err = run_cli(capsys, "export", trained.id[:-2], "--format", fmt,
-                             "--out", tmp_path, "--runs-dir", trained.runs)
+def test_trained_export_matches_pytorch_on_real_images(tmp_path, trained, test_images, fmt, cli):
+    code, out, err = cli("export", trained.id[:-2], "--format", fmt,
+                         "--out", tmp_path, "--runs-dir", trained.runs)
     assert code == 0, err
     path = tmp_path / f"{trained.id}{export.SUFFIXES[fmt]}"
     assert out.splitlines()[0] == f"exported compact_step3 ({fmt}): {path}"
@@ -129,9 +129,9 @@ def test_trained_export_matches_pytorch_on_real_images(capsys, tmp_path, trained
     assert accuracy > 0.9  # really trained: the comparison is not between two random models
 
 
-def test_onnx_metadata_and_signature(capsys, tmp_path, trained):
-    code, out, _ = run_cli(capsys, "export", trained.id, "--json", "--out", tmp_path / "m.onnx",
-                           "--runs-dir", trained.runs)
+def test_onnx_metadata_and_signature(tmp_path, trained, cli):
+    code, out, _ = cli("export", trained.id, "--json", "--out", tmp_path / "m.onnx",
+                       "--runs-dir", trained.runs)
     assert code == 0
     assert json.loads(out)["path"] == str(tmp_path / "m.onnx")
     model = onnx.load(str(tmp_path / "m.onnx"))
@@ -147,29 +147,29 @@ def test_onnx_metadata_and_signature(capsys, tmp_path, trained):
     assert isinstance(dims[0], str) and dims[1:] == [1, 28, 28]
 
 
-def test_torchscript_metadata(capsys, tmp_path, trained):
-    code, _, _ = run_cli(capsys, "export", trained.checkpoint, "--format", "torchscript",
-                         "--out", tmp_path / "m.pt")
+def test_torchscript_metadata(tmp_path, trained, cli):
+    code, _, _ = cli("export", trained.checkpoint, "--format", "torchscript",
+                     "--out", tmp_path / "m.pt")
     assert code == 0
     files = {"mnist_lab.json": ""}
     torch.jit.load(str(tmp_path / "m.pt"), _extra_files=files)
     assert json.loads(files["mnist_lab.json"])["mnist_lab.model"] == "compact_step3"
 
 
-def test_default_output_in_current_folder(capsys, tmp_path, monkeypatch, trained):
+def test_default_output_in_current_folder(tmp_path, monkeypatch, trained, cli):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, "export", trained.checkpoint, "--format", "torchscript")
+    code, _, err = cli("export", trained.checkpoint, "--format", "torchscript")
     assert code == 0, err
-    code, _, err = run_cli(capsys, "export", trained.id[:-2], "--runs-dir", trained.runs)
+    code, _, err = cli("export", trained.id[:-2], "--runs-dir", trained.runs)
     assert code == 0, err
     names = {p.name for p in tmp_path.iterdir()}
     assert names == {Path(trained.checkpoint).stem + ".pt", trained.id + ".onnx"}
 
 
-def test_console_script_is_quiet(tmp_path):
+def test_console_script_is_quiet(tmp_path, script):
     """No exporter chatter (deprecations, missing torchvision) in a real process's stderr."""
     checkpoint = untrained_checkpoint(tmp_path, "softmax")
-    result = subprocess.run([SCRIPT, "export", str(checkpoint), "--out", str(tmp_path)],
+    result = subprocess.run([script, "export", str(checkpoint), "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -182,21 +182,26 @@ def test_console_script_is_quiet(tmp_path):
 def store(tmp_path) -> Path:
     """A store with a scikit-learn run and a diverged torch run: neither has a checkpoint."""
     runs = tmp_path / "runs"
-    base = {"dataset": "mnist", "test_accuracy": None, "created": "2026-01-01T00:00:00"}
+    logreg, diverged = TrainConfig(model="logreg"), TrainConfig(model="compact_step3", lr=1e3)
     db = Store(runs)
-    db.add({**base, "id": "20260101-000000-aaaaaa", "key": "a", "status": "complete",
-            "model": "logreg", "test_accuracy": 0.92})
-    db.add({**base, "id": "20260101-000000-bbbbbb", "key": "b", "status": "diverged",
-            "model": "compact_step3"})
+    db.add(RunRecord(id="20260101-000000-aaaaaa", key=logreg.key(), status="complete",
+                     config=logreg, created="2026-01-01T00:00:00",
+                     history=[Epoch(1, test_accuracy=0.92)]))
+    db.add(RunRecord(id="20260101-000000-bbbbbb", key=diverged.key(), status="diverged",
+                     config=diverged, created="2026-01-01T00:00:00"))
     return runs
 
 
-def assert_export_fails(capsys, out_dir: Path, phrase: str, *args) -> None:
-    """One-line error, exit 2, and nothing at all written into out_dir."""
-    code, out, err = run_cli(capsys, "export", *args)
-    assert_one_line_error(code, err, phrase)
-    assert out == ""
-    assert not out_dir.exists() or list(out_dir.iterdir()) == []
+@pytest.fixture
+def assert_export_fails(cli, assert_one_line_error):
+    """assert_export_fails(out_dir, phrase, *args): one-line error, exit 2, and nothing at all
+    written into out_dir."""
+    def check(out_dir: Path, phrase: str, *args) -> None:
+        code, out, err = cli("export", *args)
+        assert_one_line_error(code, err, phrase)
+        assert out == ""
+        assert not out_dir.exists() or list(out_dir.iterdir()) == []
+    return check
 
 
 @pytest.mark.parametrize("args, phrase", [
@@ -212,7 +217,7 @@ def assert_export_fails(capsys, out_dir: Path, phrase: str, *args) -> None:
     pytest.param(("{tmp}/softmax.safetensors", "--format", "tflite"), "invalid choice: 'tflite'",
                  id="unknown-format"),
 ])
-def test_bad_input(capsys, tmp_path, store, args, phrase):
+def test_bad_input(tmp_path, store, args, phrase, assert_export_fails):
     (tmp_path / "junk.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
     untrained_checkpoint(tmp_path, "softmax")
     out_dir = tmp_path / "out"
@@ -220,37 +225,37 @@ def test_bad_input(capsys, tmp_path, store, args, phrase):
     argv = [a.format(tmp=tmp_path) for a in args]
     if "--out" not in argv:
         argv += ["--out", out_dir]
-    assert_export_fails(capsys, out_dir, phrase, *argv, "--runs-dir", store)
+    assert_export_fails(out_dir, phrase, *argv, "--runs-dir", store)
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.pt"))
 
 
-def test_read_only_folder(capsys, tmp_path, tmpfs):
+def test_read_only_folder(tmp_path, tmpfs, assert_export_fails):
     checkpoint = untrained_checkpoint(tmp_path, "softmax")
     folder = tmpfs("size=64k,ro")
-    assert_export_fails(capsys, folder, "is not writable", checkpoint, "--out", folder)
+    assert_export_fails(folder, "is not writable", checkpoint, "--out", folder)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_disk_full_leaves_nothing(capsys, tmp_path, tmpfs, fmt):
+def test_disk_full_leaves_nothing(tmp_path, tmpfs, fmt, assert_export_fails):
     checkpoint = untrained_checkpoint(tmp_path, "softmax")  # ~32 KB in either format
     folder = tmpfs("size=16k")
-    assert_export_fails(capsys, folder, "No space left on device", checkpoint,
+    assert_export_fails(folder, "No space left on device", checkpoint,
                         "--format", fmt, "--out", folder)
 
 
 @pytest.mark.parametrize("package", ["onnx", "onnxruntime", "onnxscript"])
-def test_missing_onnx_package(capsys, tmp_path, monkeypatch, package):
+def test_missing_onnx_package(tmp_path, monkeypatch, package, assert_export_fails):
     checkpoint = untrained_checkpoint(tmp_path, "softmax")
     monkeypatch.setitem(sys.modules, package, None)  # `import package` now raises ImportError
-    assert_export_fails(capsys, tmp_path / "out", "pip install 'mnist-lab[export]'", checkpoint,
+    assert_export_fails(tmp_path / "out", "pip install 'mnist-lab[export]'", checkpoint,
                         "--out", tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_self_check_failure_writes_nothing(capsys, tmp_path, monkeypatch):
+def test_self_check_failure_writes_nothing(tmp_path, monkeypatch, assert_export_fails):
     checkpoint = untrained_checkpoint(tmp_path, "softmax")
     monkeypatch.setattr(export, "_self_check", lambda *a: (0.5, 3.0))  # a wrong export
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    assert_export_fails(capsys, out_dir, "differs from PyTorch by 5.00e-01", checkpoint,
+    assert_export_fails(out_dir, "differs from PyTorch by 5.00e-01", checkpoint,
                         "--format", "torchscript", "--out", out_dir)

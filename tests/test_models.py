@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_lab.config import TrainConfig
+from mnist_lab.data import InputStats
 from mnist_lab.errors import UserError
-from mnist_lab.models import count_params, create_model, list_models
+from mnist_lab.models import Standardised, build_model, count_params, create_model, list_models
 
 # Stated sizes from the reference studies; a new model must add its range here.
 PARAM_RANGES = {
@@ -60,3 +62,21 @@ def test_unknown_model_and_bad_argument():
         create_model("resnet")
     with pytest.raises(UserError, match="bad argument"):
         create_model("softmax", hidden=3)
+
+
+def test_build_model_passes_dropout_and_seed():
+    mlp = build_model(TrainConfig(model="mlp", dropout=0.3))
+    assert [m.p for m in mlp.modules() if isinstance(m, torch.nn.Dropout)] == [0.3]
+    assert build_model(TrainConfig(model="random_forest", seed=4)).random_state == 4
+    with pytest.raises(UserError, match="model 'softmax' has no dropout to set"):
+        build_model(TrainConfig(model="softmax", dropout=0.3))
+
+
+def test_standardised_takes_raw_pixels():
+    torch.manual_seed(0)
+    model, x = create_model("softmax"), torch.rand(3, 1, 28, 28)
+    net = Standardised.of(model, TrainConfig(model="softmax"))
+    assert net.stats == InputStats(0.1307, 0.3081) and not net.model.training
+    assert torch.allclose(net(x), model((x - 0.1307) / 0.3081))
+    raw = Standardised.of(model, TrainConfig(model="softmax", normalize=False))
+    assert torch.equal(raw(x), model(x))

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_cli import SCRIPT, assert_one_line_error, run_cli
 
 from mnist_lab.store import Store
 
@@ -39,8 +38,8 @@ def integrity(runs: Path) -> tuple[str, int]:
         db.close()
 
 
-def quick_train(capsys, data_root: Path, runs: Path) -> tuple[int, str, str]:
-    return run_cli(capsys, "train", *QUICK, "--data-dir", data_root, "--runs-dir", runs)
+def quick_train(cli, data_root: Path, runs: Path) -> tuple[int, str, str]:
+    return cli("train", *QUICK, "--data-dir", data_root, "--runs-dir", runs)
 
 
 def remount(where: Path, mode: str) -> None:
@@ -60,7 +59,8 @@ class Payload:
 
 
 @pytest.mark.parametrize("writer", ["pickle", "torch.save"])
-def test_pickled_checkpoint_cannot_run_code(writer, tmp_path, capsys, data_root):
+def test_pickled_checkpoint_cannot_run_code(writer, tmp_path, data_root, cli,
+                                            assert_one_line_error):
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
     if writer == "pickle":
         evil.write_bytes(pickle.dumps({"state_dict": Payload(marker)}))
@@ -75,28 +75,29 @@ def test_pickled_checkpoint_cannot_run_code(writer, tmp_path, capsys, data_root)
     Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(digit)
     for argv in (["evaluate", evil, "--data-dir", data_root],
                  ["predict", "--checkpoint", evil, digit]):
-        code, _, err = run_cli(capsys, *argv)
+        code, _, err = cli(*argv)
         assert_one_line_error(code, err, "not an mnist-lab checkpoint")
         assert not marker.exists()
 
 
-def test_checkpoint_config_cannot_name_arbitrary_code(tmp_path, capsys, data_root):
+def test_checkpoint_config_cannot_name_arbitrary_code(tmp_path, data_root, cli,
+                                                      assert_one_line_error):
     """The config in a safetensors header only ever selects a registered model."""
     from safetensors.torch import save_file
 
     evil = tmp_path / "evil.safetensors"
     save_file({"w": torch.zeros(1)}, str(evil),
               metadata={"mnist_lab_config": json.dumps({"model": "os.system"})})
-    code, _, err = run_cli(capsys, "evaluate", evil, "--data-dir", data_root)
+    code, _, err = cli("evaluate", evil, "--data-dir", data_root)
     assert_one_line_error(code, err, "os.system")
 
 
 # ---------------------------------------------------------------- crashes and concurrency
 
-def test_killed_training_leaves_the_store_consistent(tmp_path, capsys, data_root):
+def test_killed_training_leaves_the_store_consistent(tmp_path, data_root, script, cli):
     runs = tmp_path / "runs"
-    assert quick_train(capsys, data_root, runs)[0] == 0
-    cmd = [SCRIPT, "train", "--model", "mlp", "--epochs", "50", "--data-dir", str(data_root),
+    assert quick_train(cli, data_root, runs)[0] == 0
+    cmd = [script, "train", "--model", "mlp", "--epochs", "50", "--data-dir", str(data_root),
            "--runs-dir", str(runs), "--threads", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     proc.stderr.read(1)  # the progress bar appears: training has started
@@ -105,23 +106,26 @@ def test_killed_training_leaves_the_store_consistent(tmp_path, capsys, data_root
     proc.wait()
     assert integrity(runs) == ("ok", 1)
     assert len(list((runs / "checkpoints").iterdir())) == 1  # no stray or partial file
-    assert quick_train(capsys, data_root, runs)[0] == 0
+    assert quick_train(cli, data_root, runs)[0] == 0
     assert integrity(runs) == ("ok", 2)
 
 
 WRITER = """
 import sys, time, uuid
+from mnist_lab.config import TrainConfig
+from mnist_lab.metrics import Epoch
+from mnist_lab.record import RunRecord
 from mnist_lab.store import Store
 store, start = Store(sys.argv[1]), float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))  # both processes begin together
 for i in range(40):
-    store.add({"id": uuid.uuid4().hex, "key": f"{sys.argv[3]}-{i}", "status": "complete",
-               "model": "softmax", "dataset": "mnist", "test_accuracy": 0.9,
-               "created": "2026-01-01T00:00:00"})
+    cfg = TrainConfig(model="softmax", seed=i, lr=0.1 if sys.argv[3] == "a" else 0.2)
+    store.add(RunRecord(id=uuid.uuid4().hex, key=cfg.key(), status="complete", config=cfg,
+                        created="2026-01-01T00:00:00", history=[Epoch(1, test_accuracy=0.9)]))
 """
 
 
-def test_two_processes_write_the_same_store_at_once(tmp_path, capsys, data_root):
+def test_two_processes_write_the_same_store_at_once(tmp_path, data_root, script):
     runs = tmp_path / "runs"
     Store(runs)
     start = time.time() + 2.0
@@ -129,9 +133,9 @@ def test_two_processes_write_the_same_store_at_once(tmp_path, capsys, data_root)
              for name in ("a", "b")]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert integrity(runs) == ("ok", 80)
-    assert len(Store(runs).runs()) == len({r["key"] for r in Store(runs).runs()}) == 80
+    assert len(Store(runs).runs()) == len({r.key for r in Store(runs).runs()}) == 80
 
-    cmd = [SCRIPT, "train", *QUICK, "--data-dir", str(data_root), "--runs-dir", str(runs),
+    cmd = [script, "train", *QUICK, "--data-dir", str(data_root), "--runs-dir", str(runs),
            "--threads", "1"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
@@ -140,17 +144,18 @@ def test_two_processes_write_the_same_store_at_once(tmp_path, capsys, data_root)
 
 # ---------------------------------------------------------------- read-only and full disks
 
-def test_read_only_results_folder_fails_before_training(tmpfs, capsys, data_root):
+def test_read_only_results_folder_fails_before_training(tmpfs, data_root, cli,
+                                                        assert_one_line_error):
     runs = tmpfs("size=1024k")
-    assert quick_train(capsys, data_root, runs)[0] == 0
+    assert quick_train(cli, data_root, runs)[0] == 0
     remount(runs, "ro")
     started = time.perf_counter()
-    code, _, err = quick_train(capsys, data_root, runs)
+    code, _, err = quick_train(cli, data_root, runs)
     assert_one_line_error(code, err, "not writable: [Errno 30] Read-only file system")
     assert "disk full" not in err  # the tmpfs is nearly empty, but that is not the cause
     assert time.perf_counter() - started < 5  # refused up front, not after training
-    code, _, err = run_cli(capsys, "study", "run", "augmentation", "--quick", "--runs-dir", runs,
-                           "--data-dir", data_root)
+    code, _, err = cli("study", "run", "augmentation", "--quick", "--runs-dir", runs,
+                       "--data-dir", data_root)
     assert_one_line_error(code, err, "not writable")
     remount(runs, "rw")
     assert integrity(runs) == ("ok", 1)
@@ -159,10 +164,10 @@ def test_read_only_results_folder_fails_before_training(tmpfs, capsys, data_root
 # Measured on tmpfs: with 8 KiB free, opening the store fails; 48, the checkpoint; 72, the record
 # (after the checkpoint was written, which must then be removed again).
 @pytest.mark.parametrize("free_kb", [8, 48, 72], ids=["store", "checkpoint", "record"])
-def test_disk_full_while_training(free_kb, tmpfs, capsys, data_root):
+def test_disk_full_while_training(free_kb, tmpfs, data_root, assert_one_line_error, cli):
     """The disk fills up during training: whatever write fails, the store stays as it was."""
     runs = tmpfs("size=2048k")
-    assert quick_train(capsys, data_root, runs)[0] == 0
+    assert quick_train(cli, data_root, runs)[0] == 0
     filler = runs / "filler"
     with open(filler, "wb", buffering=0) as f:  # fill the disk, then give back `free_kb`
         try:
@@ -171,11 +176,11 @@ def test_disk_full_while_training(free_kb, tmpfs, capsys, data_root):
         except OSError:
             pass
     os.truncate(filler, filler.stat().st_size - free_kb * 1024)
-    code, _, err = quick_train(capsys, data_root, runs)
+    code, _, err = quick_train(cli, data_root, runs)
     assert_one_line_error(code, err, "disk full")
     filler.unlink()
     assert integrity(runs) == ("ok", 1)
     assert [p.name for p in (runs / "checkpoints").iterdir()] == \
-        [Path(Store(runs).runs()[0]["checkpoint"]).name]
-    assert quick_train(capsys, data_root, runs)[0] == 0  # room again: it just works
+        [Path(Store(runs).runs()[0].checkpoint).name]
+    assert quick_train(cli, data_root, runs)[0] == 0  # room again: it just works
     assert integrity(runs) == ("ok", 2)

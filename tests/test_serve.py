@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
-from test_cli import assert_one_line_error, run_cli, scan_png
 
 from mnist_lab import serve
 from mnist_lab.inference import Classifier
@@ -118,7 +117,7 @@ def test_real_mnist_pngs_mostly_right(client, stored_runs, tests10):
         response = upload(client, png(image))
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["model"] == stored_runs.best["id"]
+        assert body["model"] == stored_runs.best.id
         assert len(body["probabilities"]) == 10
         assert sum(body["probabilities"]) == pytest.approx(1, abs=1e-4)
         assert body["digit"] == int(np.argmax(body["probabilities"]))
@@ -134,12 +133,12 @@ def test_same_preprocessing_and_model_as_predict(client, stored_runs, tests10):
     body = upload(client, data).json()
     expected = to_mnist(load_image(io.BytesIO(data)))
     assert np.array_equal(np.array(body["input"]), expected)
-    probs = Classifier(stored_runs.best["checkpoint"]).probabilities(expected[None])[0]
+    probs = Classifier(stored_runs.best.checkpoint).probabilities(expected[None])[0]
     assert body["probabilities"] == pytest.approx(probs.tolist(), abs=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["image/png", "image/jpeg"])
-def test_dark_digit_on_noisy_paper(client, tests10, tmp_path, kind):
+def test_dark_digit_on_noisy_paper(client, tests10, tmp_path, kind, scan_png):
     """Photos are dark ink on light, noisy paper: to_mnist inverts them, as predict does."""
     rng = np.random.default_rng(0)
     correct = 0
@@ -171,22 +170,22 @@ def test_json_floats_are_rounded(client, tests10):
 
 def test_models_lists_checkpoints_best_first(client, stored_runs):
     body = client.get("/models").json()
-    assert body["default"] == stored_runs.best["id"]
-    assert [m["id"] for m in body["models"]] == [stored_runs.best["id"], stored_runs.small["id"]]
+    assert body["default"] == stored_runs.best.id
+    assert [m["id"] for m in body["models"]] == [stored_runs.best.id, stored_runs.small.id]
     best, small = body["models"]
     assert best["default"] and not small["default"]
     assert best["model"] == "compact_step3" and best["dataset"] == "mnist"
-    assert best["test_accuracy"] == pytest.approx(stored_runs.best["test_accuracy"])
+    assert best["test_accuracy"] == pytest.approx(stored_runs.best.metric("test_accuracy"))
     assert small["study"] == "smoke"
 
 
 def test_model_picker_by_prefix(client, stored_runs, tests10):
-    prefix = stored_runs.small["id"][:-3]
-    assert not stored_runs.best["id"].startswith(prefix)
+    prefix = stored_runs.small.id[:-3]
+    assert not stored_runs.best.id.startswith(prefix)
     data = png(tests10[0][0])
     picked, default = upload(client, data, model=prefix).json(), upload(client, data).json()
-    assert picked["model"] == stored_runs.small["id"]
-    assert default["model"] == stored_runs.best["id"]
+    assert picked["model"] == stored_runs.small.id
+    assert default["model"] == stored_runs.best.id
     assert picked["input"] == default["input"]
     assert picked["probabilities"] != default["probabilities"]
 
@@ -195,13 +194,13 @@ def test_threads_share_a_small_lru_cache(stored_runs, tests10, monkeypatch):
     """Concurrent requests alternating models through a cache of one all get the right model."""
     monkeypatch.setattr(serve, "CACHE_SIZE", 1)
     app, data = create_app(stored_runs.root), png(tests10[0][0])
-    ids = [stored_runs.best["id"], stored_runs.small["id"]] * 6
+    ids = [stored_runs.best.id, stored_runs.small.id] * 6
     with TestClient(app) as client, ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda run: upload(client, data, model=run).json(), ids))
     assert [a["model"] for a in answers] == ids
     assert len({tuple(a["probabilities"]) for a in answers}) == 2
     models = app.state.models
-    best, small = stored_runs.best["checkpoint"], stored_runs.small["checkpoint"]
+    best, small = stored_runs.best.checkpoint, stored_runs.small.checkpoint
     kept = models.classifier(best)
     assert models.classifier(best) is kept  # cached
     models.classifier(small)
@@ -297,7 +296,7 @@ def test_schemathesis_finds_nothing(served, tmp_path):
 
 def test_runs_json_links_existing_reports(client, stored_runs):
     runs = {r["id"]: r for r in client.get("/runs.json").json()["runs"]}
-    small, best = runs[stored_runs.small["id"]], runs[stored_runs.best["id"]]
+    small, best = runs[stored_runs.small.id], runs[stored_runs.best.id]
     assert small["study"] == "smoke" and small["status"] == "complete"
     assert small["report"] == "/reports/smoke/report.html"
     assert best["report"] is None
@@ -487,8 +486,8 @@ def test_fuzz_raw_bodies_never_500(client, body, kind):
 
 # ---------------------------------------------------------------- the serve command
 
-def test_serve_empty_store_is_one_line_error(capsys, tmp_path):
-    code, out, err = run_cli(capsys, "serve", "--runs-dir", tmp_path / "empty")
+def test_serve_empty_store_is_one_line_error(tmp_path, cli, assert_one_line_error):
+    code, out, err = cli("serve", "--runs-dir", tmp_path / "empty")
     assert_one_line_error(code, err, "no stored checkpoint")
     assert out == ""
 
@@ -500,23 +499,24 @@ def test_serve_empty_store_is_one_line_error(capsys, tmp_path):
     (("--port", "eighty"), "invalid int value: 'eighty'"),
     (("--host", "no.such.host.invalid"), "cannot listen on no.such.host.invalid"),
 ])
-def test_serve_argument_errors(capsys, stored_runs, tmp_path, args, phrase):
+def test_serve_argument_errors(stored_runs, tmp_path, args, phrase, cli, assert_one_line_error):
     argv = [a.format(tmp=tmp_path) for a in args]
-    code, out, err = run_cli(capsys, "serve", "--runs-dir", stored_runs.root, *argv)
+    code, out, err = cli("serve", "--runs-dir", stored_runs.root, *argv)
     assert_one_line_error(code, err, phrase)
 
 
-def test_serve_port_taken(capsys, stored_runs):
+def test_serve_port_taken(stored_runs, cli, assert_one_line_error):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, _, err = run_cli(capsys, "serve", "--runs-dir", stored_runs.root, "--port", port)
+        code, _, err = cli("serve", "--runs-dir", stored_runs.root, "--port", port)
     assert_one_line_error(code, err, f"cannot listen on 127.0.0.1:{port}")
 
 
-def test_serve_without_fastapi_says_what_to_install(capsys, monkeypatch, stored_runs):
+def test_serve_without_fastapi_says_what_to_install(monkeypatch, stored_runs, cli,
+                                                    assert_one_line_error):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # importing it now fails
     monkeypatch.delitem(sys.modules, "mnist_lab.serve")
-    code, _, err = run_cli(capsys, "serve", "--runs-dir", stored_runs.root)
+    code, _, err = cli("serve", "--runs-dir", stored_runs.root)
     assert_one_line_error(code, err, "pip install 'mnist-lab[serve]'")

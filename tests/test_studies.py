@@ -1,5 +1,6 @@
 """Studies: expansion, resume after a kill, failures that do not stop a study, reports, Ray."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -10,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from mnist_lab.config import RunContext
+from mnist_lab.errors import UserError
+from mnist_lab.record import RunRecord, StudyLabel
 from mnist_lab.report import mean_std, write_report
 from mnist_lab.runner import pending, run_study
 from mnist_lab.snapshot import save_snapshot, snapshot_path
 from mnist_lab.store import Store
-from mnist_lab.studies import expand, load_study
+from mnist_lab.study import SHIPPED, expand, find_study, list_studies, load_study
 
-STUDIES = sorted((Path(__file__).resolve().parents[1] / "studies").glob("*.toml"))
+STUDIES = sorted(SHIPPED.glob("*.toml"))
 
 TINY = """
 name = "tiny"
@@ -34,7 +38,7 @@ name = "lr"
 grid = { lr = [0.01, 0.03, 0.1, 0.3] }
 table = ["test_accuracy"]
 plots = [{ kind = "sweep", x = "lr", metrics = ["test_accuracy"] },
-         { kind = "curves", metrics = ["test_acc"], zoom_from = 2 }]
+         { kind = "curves", metrics = ["test_accuracy"], zoom_from = 2 }]
 [[blocks]]
 name = "odd"
 table = ["test_accuracy"]
@@ -73,10 +77,34 @@ def test_pending_runs_every_variant_once_before_any_second_seed(tiny, tmp_path):
     assert len({r.variant for r in todo[:6]}) == 6
     # With the first variant's first seed stored, the other first seeds still come first.
     store = Store(tmp_path / "runs")
-    store.add({"id": "r0", "key": todo[0].config.key(), "status": "complete", "model": "softmax",
-               "dataset": "mnist", "test_accuracy": 0.9, "created": "0"}, tiny.store_name(False))
+    first = todo[0]
+    store.add(RunRecord(id="r0", key=first.config.key(), status="complete", config=first.config,
+                        created="0", label=StudyLabel(tiny.store_name(False), first.block,
+                                                      first.variant, first.seed)))
     todo = pending(tiny, store, quick=False)
     assert [r.seed for r in todo] == [0] * 5 + [1] * 6
+
+
+def test_runs_stored_before_the_record_had_a_schema_still_count(tiny, tmp_path):
+    """A schema-0 record (plain dict, `*_acc` history, labels at the top level) is read as a
+    RunRecord, keeps its key, and is not run again."""
+    first = expand(tiny)[0]
+    old = {"id": "r0", "key": first.config.key(), "status": "complete", "model": "softmax",
+           "dataset": "mnist", "test_accuracy": 0.9, "created": "0", "study": "tiny",
+           "block": first.block, "variant": first.variant, "seed": first.seed,
+           "config": first.config.to_dict(), "params": 7850, "wall_seconds": 1.5,
+           "history": [{"epoch": 1, "train_acc": 0.8, "test_acc": 0.85},
+                       {"epoch": 2, "train_acc": 0.88, "test_acc": 0.9}]}
+    store = Store(tmp_path / "runs")
+    store.db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     ("r0", old["key"], "tiny", "complete", "softmax", "mnist", 0.9, "0",
+                      json.dumps(old)))
+    (record,) = store.runs(study="tiny")
+    assert record.label == StudyLabel("tiny", first.block, first.variant, first.seed)
+    assert record.config == first.config and record.key == first.config.key()
+    assert record.metric("test_accuracy") == 0.9 and record.metric("train_accuracy") == 0.88
+    assert record.metric("best_test_accuracy") == 0.9 and record.timing.wall_seconds == 1.5
+    assert len(pending(tiny, store, quick=False)) == 11
 
 
 def test_pending_runs_start_each_seed_with_its_longest_runs(tmp_path):
@@ -90,28 +118,46 @@ def test_every_study_file_parses():
     names = {load_study(p).name for p in STUDIES}
     assert names == {"compact-cnn", "linear-mlp", "model-comparison", "weight-decay",
                      "augmentation"}
+    assert list_studies() == sorted(names) == [p.stem for p in STUDIES]
+
+
+def test_shipped_studies_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_study("augmentation") == SHIPPED / "augmentation.toml"
+    assert load_study(find_study("augmentation")).name == "augmentation"
+    (tmp_path / "mine.toml").write_text(TINY)
+    assert find_study("mine.toml") == Path("mine.toml")  # a path to a file of one's own
+    with pytest.raises(UserError, match="no study 'nosuch'.*augmentation, compact-cnn"):
+        find_study("nosuch")
 
 
 def test_failures_are_recorded_and_the_rest_goes_on(tiny, tmp_path, data_root):
     store = Store(tmp_path / "runs")
-    counts = run_study(tiny, store, jobs=2, data_dir=str(data_root), progress=False)
+    ctx = RunContext(data_dir=str(data_root))
+    counts = run_study(tiny, store, ctx, jobs=2)
     assert counts == {"skipped": 0, "complete": 8, "failed": 2, "diverged": 2}
     failed = store.runs(study="tiny", status="failed")
-    assert {r["variant"] for r in failed} == {"broken"} and "hidden" not in failed[0]["error"]
-    again = run_study(tiny, store, jobs=1, data_dir=str(data_root), progress=False)
+    assert {r.label.variant for r in failed} == {"broken"} and "hidden" not in failed[0].error
+    assert failed[0].traceback and failed[0].checkpoint is None and failed[0].history == []
+    diverged = store.runs(study="tiny", status="diverged")
+    assert {r.label.variant for r in diverged} == {"diverges"}
+    assert {r.label for r in store.runs(study="tiny", status="complete")} == {
+        StudyLabel("tiny", "lr", f"lr={lr}", seed) for lr in (0.01, 0.03, 0.1, 0.3)
+        for seed in (0, 1)}
+    again = run_study(tiny, store, ctx, jobs=1)
     assert again == {"skipped": 10, "failed": 2}  # only the failed runs are retried
     assert len(store.runs(study="tiny")) == 12  # a retried failure replaces the old record
 
 
 def test_report_from_store(tiny, tmp_path, data_root):
     store = Store(tmp_path / "runs")
-    run_study(tiny, store, data_dir=str(data_root), progress=False)
+    run_study(tiny, store, RunContext(data_dir=str(data_root)))
     html = write_report(tiny, store.runs(study="tiny"), tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Runs stored: 12 of the 12 the study defines (8 complete, 2 diverged, 2 failed)" in md
     assert "| lr=0.1 | 2/2 |" in md and "| broken | 0/2, 2 failed |" in md
     assert html.read_text().count("data:image/png;base64,") == 2
-    assert "test_acc, from epoch 2" in md
+    assert "test_accuracy, from epoch 2" in md
 
 
 def test_mean_std_shows_the_spread_at_the_means_precision():
@@ -147,14 +193,14 @@ def test_resume_after_kill(tmp_path, data_root):
     assert 2 <= before < 16, "the kill should land mid-study"
     subprocess.run(cmd, check=True, capture_output=True)
     records = Store(runs_dir).runs(study="tiny")
-    assert len(records) == 16 and len({r["key"] for r in records}) == 16
+    assert len(records) == 16 and len({r.key for r in records}) == 16
     assert not list((runs_dir / "partial").glob("*"))  # snapshots go once runs are stored
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_quick(path, tmp_path, data_root):
     study, store = load_study(path), Store(tmp_path / "runs")
-    counts = run_study(study, store, quick=True, data_dir=str(data_root), progress=False)
+    counts = run_study(study, store, RunContext(data_dir=str(data_root)), quick=True)
     assert counts.get("failed", 0) == 0 and counts["skipped"] == 0
     records = store.runs(study=study.store_name(quick=True))
     assert len(records) == len({r.config.key() for r in expand(study, quick=True)})
@@ -166,44 +212,37 @@ def test_ray_executor(tiny, tmp_path, data_root):
     ray = pytest.importorskip("ray")
     store = Store(tmp_path / "runs")
     try:
-        counts = run_study(tiny, store, jobs=2, quick=True, executor="ray",
-                           data_dir=str(data_root), progress=False)
+        counts = run_study(tiny, store, RunContext(data_dir=str(data_root)), jobs=2, quick=True,
+                           executor="ray")
     finally:
         ray.shutdown()
     assert counts.get("complete", 0) + counts.get("diverged", 0) == 5 and counts["failed"] == 1
     assert len(store.runs(study="tiny:quick")) == 6  # failed runs are stored too
 
 
-def _cli(capsys, *argv):
-    from mnist_lab.cli import main
-
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_study_cli_run_show_report(tiny, tmp_path, data_root, capsys):
+def test_study_cli_run_show_report(tiny, tmp_path, data_root, cli):
     common = ("--runs-dir", str(tmp_path / "runs"))
-    code, out, _ = _cli(capsys, "study", "run", str(tiny.path), "--quick", "--no-progress",
-                        "--data-dir", str(data_root), *common)
+    code, out, _ = cli("study", "run", str(tiny.path), "--quick", "--no-progress",
+                       "--data-dir", str(data_root), *common)
     assert code == 0 and "1 failed" in out
-    code, out, _ = _cli(capsys, "study", "show", str(tiny.path), "--quick", *common)
+    code, out, _ = cli("study", "show", str(tiny.path), "--quick", *common)
     states = [line.split()[-1] for line in out.splitlines()]
     assert code == 0 and states.count("pending") == 1 and states.count("stored") == 5
     assert out.splitlines()[-1] == "study tiny:quick: 5 of 6 runs stored, 1 to run"
-    code, out, _ = _cli(capsys, "study", "report", str(tiny.path), "--quick", *common)
+    code, out, _ = cli("study", "report", str(tiny.path), "--quick", *common)
     assert code == 0 and (tmp_path / "runs" / "reports" / "tiny-quick" / "report.html").exists()
 
 
-def test_study_show_counts_the_epochs_a_snapshot_keeps(tiny, tmp_path, capsys):
+def test_study_show_counts_the_epochs_a_snapshot_keeps(tiny, tmp_path, cli):
     first = expand(tiny)[0].config
     save_snapshot(snapshot_path(tmp_path / "runs", first.key()),
                   {"key": first.key(), "history": [{"epoch": 1}]})
-    code, out, _ = _cli(capsys, "study", "show", str(tiny.path), "--runs-dir",
-                        str(tmp_path / "runs"))
+    code, out, _ = cli("study", "show", str(tiny.path), "--runs-dir", str(tmp_path / "runs"))
     lines = out.splitlines()
-    assert code == 0 and lines[0].endswith("seed 0   pending (1 of 2 epochs done)")
-    assert lines[1].endswith("pending") and lines[-1].endswith("0 of 12 runs stored, 12 to run")
+    assert code == 0 and lines[0].split() == ["block", "variant", "seed", "state"]
+    assert lines[1].split(maxsplit=3) == ["lr", "lr=0.01", "0", "pending (1 of 2 epochs done)"]
+    assert lines[2].split(maxsplit=3) == ["lr", "lr=0.01", "1", "pending"]
+    assert lines[-1].endswith("0 of 12 runs stored, 12 to run")
 
 
 @pytest.mark.parametrize("content, phrase", [
@@ -211,11 +250,17 @@ def test_study_show_counts_the_epochs_a_snapshot_keeps(tiny, tmp_path, capsys):
     ("name = [", "not valid TOML"),
     ('name = "x"\n[[blocks]]\nname = "b"\nbase = { lr = -1.0 }', "learning rate must be > 0"),
     ('name = "x"\n[[blocks]]\nname = "b"\nbase = { lrr = 1.0 }', "unknown config key(s): lrr"),
+    ('name = "x"\n[[blocks]]\nname = "b"\ntable = ["test_acc"]',
+     "block 'b': unknown metric 'test_acc'"),
+    ('name = "x"\n[[blocks]]\nname = "b"\nplots = [{ kind = "curves", metrics = ["val_acc"] }]',
+     "unknown metric 'val_acc'"),
+    ('name = "x"\n[[blocks]]\nname = "b"\nselect_by = "metrics.macro_f1"',
+     "unknown metric 'metrics.macro_f1'"),
 ])
-def test_study_cli_bad_files(tmp_path, capsys, content, phrase):
+def test_study_cli_bad_files(tmp_path, content, phrase, cli):
     path = tmp_path / "bad.toml"
     if content is not None:
         path.write_text(content)
-    code, _, err = _cli(capsys, "study", "run", str(path), "--runs-dir", str(tmp_path / "r"))
+    code, _, err = cli("study", "run", str(path), "--runs-dir", str(tmp_path / "r"))
     assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "runs.db").exists()

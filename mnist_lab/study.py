@@ -1,5 +1,8 @@
 """Studies: a TOML file of named blocks of runs, expanded into TrainConfigs and executed.
 
+The reference studies ship inside the package (mnist_lab/studies/*.toml) and are found by name
+from any directory; a user's own study is a path to a file anywhere.
+
 A study file holds a `base` (overrides of TrainConfig defaults shared by every run), `seeds`,
 and `[[blocks]]`, each with its own `base` and a `grid` (a dict of lists, expanded as a
 product) or `variants` (a list of named override dicts). Blocks may also carry the source
@@ -15,6 +18,9 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import UserError
+from .metrics import metric
+
+SHIPPED = Path(__file__).with_name("studies")  # package data: installed with mnist-lab
 
 # --quick: what every study shrinks to so CI can exercise each file in seconds.
 QUICK = {"epochs": 1, "test_subset": 500}
@@ -49,6 +55,22 @@ class Study:
         return f"{self.name}:quick" if quick else self.name
 
 
+def list_studies() -> list[str]:
+    """Names of the studies shipped with mnist-lab."""
+    return sorted(p.stem for p in SHIPPED.glob("*.toml"))
+
+
+def find_study(name: str) -> Path:
+    """A study file by path, else a shipped study by name; unknown names list the known."""
+    path = Path(name)
+    if path.is_file() or path.suffix == ".toml":
+        return path
+    if (SHIPPED / f"{name}.toml").is_file():
+        return SHIPPED / f"{name}.toml"
+    raise UserError(f"no study {name!r}: not a file, and not one of the shipped studies "
+                    f"({', '.join(list_studies())})")
+
+
 def load_study(path: str | Path) -> Study:
     """Parse and check a study file; every run config is validated up front."""
     path = Path(path)
@@ -67,7 +89,24 @@ def load_study(path: str | Path) -> Study:
                   notes=doc.get("notes", ""))
     for run in expand(study):
         run.config.validate()
+    try:
+        _check_metrics(study)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     return study
+
+
+def _check_metrics(study: Study) -> None:
+    """Every metric a block tabulates, selects by or plots must be a registered one."""
+    for block in study.blocks:
+        names = list(block.get("table", [])) + ([block["select_by"]] if "select_by" in block
+                                                else [])
+        names += [m for spec in block.get("plots", []) for m in spec.get("metrics", [])]
+        for name in names:
+            try:
+                metric(name)
+            except UserError as e:
+                raise UserError(f"block {block.get('name')!r}: {e}") from None
 
 
 def _variants(block: dict) -> list[tuple[str, dict]]:

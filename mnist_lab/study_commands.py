@@ -1,0 +1,90 @@
+"""`mnist-lab study list | run | show | report`: studies from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .commands import table, write_json
+from .config import RunContext
+from .data import verify
+from .errors import UserError
+from .report import write_report
+from .runner import pending, run_study
+from .snapshot import epochs_done, snapshot_path
+from .store import Store, check_writable
+from .study import Study, expand, find_study, list_studies, load_study
+
+
+def _list() -> None:
+    """The shipped studies with their titles and sizes."""
+    rows = []
+    for name in list_studies():
+        study = load_study(find_study(name))
+        rows.append([name, str(len({r.config.key() for r in expand(study)})), study.title])
+    print(table(["study", "runs", "title"], rows, right={1}))
+
+
+def _show(study: Study, store: Store, quick: bool) -> None:
+    """Print every run of the study as stored or pending (with the epochs a snapshot keeps)."""
+    todo, keys, rows = {r.config.key() for r in pending(study, store, quick)}, set(), []
+    for r in expand(study, quick):
+        key = r.config.key()
+        keys.add(key)
+        state = "stored"
+        if key in todo:
+            done = epochs_done(snapshot_path(store.root, key))
+            state = f"pending ({done} of {r.config.epochs} epochs done)" if done else "pending"
+        rows.append([r.block, r.variant, str(r.seed), state])
+    print(table(["block", "variant", "seed", "state"], rows))
+    print(f"study {study.store_name(quick)}: {len(keys) - len(todo)} of {len(keys)} runs "
+          f"stored, {len(todo)} to run")
+
+
+def _run(study: Study, args: argparse.Namespace) -> None:
+    """Train what is not yet stored; data and results folder are checked before anything."""
+    if args.executor == "local":  # Ray workers find their own data
+        for name in sorted({r.config.dataset for r in expand(study, args.quick)}):
+            verify(name, args.data_dir)
+    store = Store(check_writable(args.runs_dir))
+    ctx = RunContext(data_dir=args.data_dir, progress=not args.no_progress)
+    counts = run_study(study, store, ctx, args.jobs, args.quick, args.executor, args.address)
+    name = study.store_name(args.quick)
+    print(f"study {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if args.json:
+        write_json({"study": name, **counts})
+
+
+def _report(study: Study, args: argparse.Namespace) -> None:
+    """Write the report from stored runs only."""
+    store = Store(args.runs_dir)
+    name = study.store_name(args.quick)
+    records = store.runs(study=name)
+    if not records:
+        hint = ("; its quick runs are stored: add --quick"
+                if not args.quick and f"{name}:quick" in store.studies() else
+                "; run `mnist-lab study run` first")
+        raise UserError(f"no stored runs for study {name} in {store.root}{hint}")
+    out = Path(args.out) if args.out else store.root / "reports" / name.replace(":", "-")
+    path = write_report(study, records, out, args.quick)
+    print(f"report: {path} and {path.with_suffix('.md')}")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """List the shipped studies, or run, show or report on one."""
+    if args.action == "list":
+        _list()
+        return 0
+    if not args.study:
+        raise UserError(f"study {args.action} needs a study: a file, or one of "
+                        f"{', '.join(list_studies())}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    study = load_study(find_study(args.study))
+    if args.action == "run":
+        _run(study, args)
+    elif args.action == "show":
+        _show(study, Store(args.runs_dir), args.quick)
+    else:
+        _report(study, args)
+    return 0
