@@ -152,7 +152,10 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
                    help="1 epoch, 200 training / 500 test images, one seed: a smoke run")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local processes, or Ray (local instance, or --address)")
-    p.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--address", help="Ray cluster address, HOST:PORT of its head (default: "
+                   "start Ray in this process); see docs/USAGE.md, 'a study on a cluster'")
+    p.add_argument("--gpus-per-run", type=float, default=0.0,
+                   help="Ray: GPUs each run asks for (1: one run per GPU; default: 0)")
     p.add_argument("--out", help="report folder (default: <runs-dir>/reports/<study>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)

@@ -19,8 +19,8 @@ from .metrics import METRICS, classify
 from .models import count_params, create_model, list_models, model_entry
 from .preprocess import load_image, to_mnist
 from .record import RunRecord
-from .runner import dataset, execute
 from .store import Store, check_writable, find_checkpoint, load_checkpoint
+from .worker import dataset, execute
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -87,8 +87,9 @@ class RunRecord:
     def failed(cls, cfg: TrainConfig, error: BaseException,
                label: StudyLabel | None = None) -> RunRecord:
         """The record of a run that raised: the config and the error, no results."""
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return cls(new_run_id(), cfg.key(), "failed", cfg, _now(), label=label,
-                   error=f"{type(error).__name__}: {error}",
+                   error=f"{type(error).__name__}: {first}",
                    traceback="".join(tb.format_exception(error, limit=5)))
 
     @property

@@ -13,45 +13,18 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from .config import RunContext, TrainConfig
-from .data import Dataset, load
-from .errors import UserError
 from .record import RunRecord, StudyLabel
 from .snapshot import snapshot_path
 from .store import Store
 from .study import Run, Study, expand
-from .train import train
+from .worker import dataset, run_one
 
-_DATA: dict[tuple[str, str | None], Dataset] = {}  # per process: load each dataset once
 TRAIN_IMAGES = 60_000  # training set size of MNIST and Fashion-MNIST alike
-
-
-def dataset(name: str, ctx: RunContext) -> Dataset:
-    """The dataset a run trains on, loaded once per process."""
-    if (name, ctx.data_dir) not in _DATA:
-        _DATA[(name, ctx.data_dir)] = load(name, ctx.data_dir)
-    return _DATA[(name, ctx.data_dir)]
-
-
-def execute(cfg: TrainConfig, ctx: RunContext,
-            label: StudyLabel | None = None) -> tuple[RunRecord, object]:
-    """Train one config on its dataset; return its record and the trained model."""
-    cfg.validate()
-    snapshot = Path(ctx.snapshot) if ctx.snapshot else None
-    outcome = train(cfg, dataset(cfg.dataset, ctx), ctx.progress, snapshot)
-    return RunRecord.from_outcome(cfg, outcome, label), outcome.model
-
-
-def run_one(cfg: TrainConfig, ctx: RunContext, label: StudyLabel) -> RunRecord:
-    """A study worker's task: the run's record; an exception becomes a 'failed' record."""
-    try:
-        return execute(cfg, ctx, label)[0]
-    except Exception as e:  # noqa: BLE001 - a failed run is data, not a crash of the study
-        return RunRecord.failed(cfg, e, label)
 
 
 def _images_seen(cfg: TrainConfig) -> int:
@@ -93,33 +66,39 @@ def _local(tasks: list[Task], jobs: int) -> Iterator[RunRecord]:
             yield future.result()
 
 
-def _ray(tasks: list[Task], address: str | None, threads: int) -> Iterator[RunRecord]:
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--executor ray needs Ray: pip install -e '.[ray]'") from None
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True, **({} if address else {"num_cpus": os.cpu_count()}))
-    remote = ray.remote(num_cpus=threads)(run_one)
-    # no snapshots: a Ray worker's disk is not the driver's
-    refs = [remote.remote(cfg, dataclasses.replace(ctx, snapshot=None), label)
-            for cfg, ctx, label in tasks]
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1)
-        yield ray.get(ready[0])
+@dataclass(frozen=True)
+class Executor:
+    """Where a study's runs train: local processes, or a Ray cluster."""
+
+    kind: str = "local"  # local | ray
+    jobs: int = 1  # local: runs in parallel, sharing the cores
+    address: str | None = None  # ray: the cluster (None: start Ray in this process)
+    gpus_per_run: float = 0.0  # ray: GPUs each run asks for
 
 
-def run_study(study: Study, store: Store, ctx: RunContext, jobs: int = 1, quick: bool = False,
-              executor: str = "local", address: str | None = None) -> dict[str, int]:
+def _results(tasks: list[Task], executor: Executor) -> Iterator[RunRecord]:
+    if executor.kind == "local":
+        return _local(tasks, executor.jobs)
+    from .cluster import run_on_ray  # Ray is an optional extra
+
+    # The driver loads and checks each dataset once and ships it: Ray workers need neither
+    # the files nor the environment that names them.
+    data = {name: dataset(name, tasks[0][1]) for name in {t[0].dataset for t in tasks}}
+    return run_on_ray(tasks, data, executor.address, executor.gpus_per_run)
+
+
+def run_study(study: Study, store: Store, ctx: RunContext, quick: bool = False,
+              executor: Executor = Executor()) -> dict[str, int]:
     """Run every pending run of the study; store each record as it arrives; count statuses."""
     todo, name = pending(study, store, quick), study.store_name(quick)
     # N workers share the cores: each gets cores // N threads so they do not oversubscribe.
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, (os.cpu_count() or 1) // executor.jobs)
+    local = executor.kind == "local"  # a Ray worker's disk is not the driver's: no snapshots
     tasks = [(dataclasses.replace(run.config, threads=threads),
-              dataclasses.replace(ctx, snapshot=str(snapshot_path(store.root, run.config.key())),
-                                  progress=False),
+              dataclasses.replace(ctx, progress=False, snapshot=str(
+                  snapshot_path(store.root, run.config.key())) if local else None),
               StudyLabel(name, run.block, run.variant, run.seed)) for run in todo]
-    results = (_ray(tasks, address, threads) if executor == "ray" else _local(tasks, jobs))
+    results = _results(tasks, executor) if tasks else iter(())
     unique = {r.config.key() for r in expand(study, quick)}  # blocks may share a run
     counts = {"skipped": len(unique) - len(todo)}
     for record in tqdm(results, total=len(todo), disable=not ctx.progress, desc=study.name,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .cluster import connect
 from .commands import table, write_json
 from .config import RunContext
 from .data import verify
 from .errors import UserError
 from .report import write_report
-from .runner import pending, run_study
+from .runner import Executor, pending, run_study
 from .snapshot import epochs_done, snapshot_path
 from .store import Store, check_writable
 from .study import Study, expand, find_study, list_studies, load_study
@@ -43,12 +44,14 @@ def _show(study: Study, store: Store, quick: bool) -> None:
 
 def _run(study: Study, args: argparse.Namespace) -> None:
     """Train what is not yet stored; data and results folder are checked before anything."""
-    if args.executor == "local":  # Ray workers find their own data
-        for name in sorted({r.config.dataset for r in expand(study, args.quick)}):
-            verify(name, args.data_dir)
+    for name in sorted({r.config.dataset for r in expand(study, args.quick)}):
+        verify(name, args.data_dir)  # Ray workers too get the driver's data
+    if args.executor == "ray":
+        connect(args.address)  # a cluster that cannot be joined: fail before the store is made
     store = Store(check_writable(args.runs_dir))
     ctx = RunContext(data_dir=args.data_dir, progress=not args.no_progress)
-    counts = run_study(study, store, ctx, args.jobs, args.quick, args.executor, args.address)
+    executor = Executor(args.executor, args.jobs, args.address, args.gpus_per_run)
+    counts = run_study(study, store, ctx, args.quick, executor)
     name = study.store_name(args.quick)
     print(f"study {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     if args.json:
@@ -80,6 +83,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                         f"{', '.join(list_studies())}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.gpus_per_run < 0 or (args.gpus_per_run and args.executor != "ray"):
+        raise UserError("--gpus-per-run takes a number >= 0, with --executor ray")
     study = load_study(find_study(args.study))
     if args.action == "run":
         _run(study, args)

@@ -21,8 +21,8 @@ from mnist_lab.cli import main
 from mnist_lab.config import RunContext, TrainConfig
 from mnist_lab.data import load
 from mnist_lab.record import StudyLabel
-from mnist_lab.runner import execute
 from mnist_lab.store import Store
+from mnist_lab.worker import execute
 
 
 @pytest.fixture(scope="session")

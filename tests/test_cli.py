@@ -249,6 +249,8 @@ TRAIN = ("train", "--no-progress", "--epochs", "1", "--data-dir", "{data}", "--r
     pytest.param(("study", "run", "nope"), "shipped studies (augmentation, compact-cnn,",
                  id="unknown-study"),
     pytest.param(("study", "run"), "needs a study", id="study-run-no-name"),
+    pytest.param(("study", "run", "augmentation", "--gpus-per-run", "1"),
+                 "--gpus-per-run takes a number >= 0, with --executor ray", id="gpus-local"),
 ])
 def test_bad_input(bad_files, data_root, argv, phrase, cli, assert_one_line_error,
                    assert_nothing_stored):

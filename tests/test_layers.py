@@ -17,7 +17,7 @@ FLOORS = [
      "models", "optim", "evaluate", "preprocess", "study"},
     {"train"},
     {"record", "store"},
-    {"runner", "inference", "report", "export", "serve"},
+    {"worker", "runner", "cluster", "inference", "report", "export", "serve"},
     {"commands", "study_commands", "cli"},
 ]
 FLOOR = {name: i for i, floor in enumerate(FLOORS) for name in floor}

@@ -15,7 +15,7 @@ from mnist_lab.config import RunContext
 from mnist_lab.errors import UserError
 from mnist_lab.record import RunRecord, StudyLabel
 from mnist_lab.report import mean_std, write_report
-from mnist_lab.runner import pending, run_study
+from mnist_lab.runner import Executor, pending, run_study
 from mnist_lab.snapshot import save_snapshot, snapshot_path
 from mnist_lab.store import Store
 from mnist_lab.study import SHIPPED, expand, find_study, list_studies, load_study
@@ -134,7 +134,7 @@ def test_shipped_studies_are_found_by_name_from_any_folder(tmp_path, monkeypatch
 def test_failures_are_recorded_and_the_rest_goes_on(tiny, tmp_path, data_root):
     store = Store(tmp_path / "runs")
     ctx = RunContext(data_dir=str(data_root))
-    counts = run_study(tiny, store, ctx, jobs=2)
+    counts = run_study(tiny, store, ctx, executor=Executor(jobs=2))
     assert counts == {"skipped": 0, "complete": 8, "failed": 2, "diverged": 2}
     failed = store.runs(study="tiny", status="failed")
     assert {r.label.variant for r in failed} == {"broken"} and "hidden" not in failed[0].error
@@ -144,7 +144,7 @@ def test_failures_are_recorded_and_the_rest_goes_on(tiny, tmp_path, data_root):
     assert {r.label for r in store.runs(study="tiny", status="complete")} == {
         StudyLabel("tiny", "lr", f"lr={lr}", seed) for lr in (0.01, 0.03, 0.1, 0.3)
         for seed in (0, 1)}
-    again = run_study(tiny, store, ctx, jobs=1)
+    again = run_study(tiny, store, ctx)
     assert again == {"skipped": 10, "failed": 2}  # only the failed runs are retried
     assert len(store.runs(study="tiny")) == 12  # a retried failure replaces the old record
 
@@ -212,8 +212,8 @@ def test_ray_executor(tiny, tmp_path, data_root):
     ray = pytest.importorskip("ray")
     store = Store(tmp_path / "runs")
     try:
-        counts = run_study(tiny, store, RunContext(data_dir=str(data_root)), jobs=2, quick=True,
-                           executor="ray")
+        counts = run_study(tiny, store, RunContext(data_dir=str(data_root)), quick=True,
+                           executor=Executor("ray", jobs=2))
     finally:
         ray.shutdown()
     assert counts.get("complete", 0) + counts.get("diverged", 0) == 5 and counts["failed"] == 1
