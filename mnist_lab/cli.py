@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_commands(sub)
     _add_sharing_commands(sub)
     _add_study_command(sub)
+    _add_compare_command(sub)
     return parser
 
 
@@ -161,11 +162,34 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     _common(p)
 
 
+def _add_compare_command(sub: argparse._SubParsersAction) -> None:
+    """compare."""
+    p = sub.add_parser("compare", help="is B better than A? tests on stored runs and variants",
+                       description="Compare stored runs or study variants: each side is a run "
+                       "id (or unique prefix) or STUDY/VARIANT (all its stored seeds); B, C, "
+                       "... are each compared with A. With --baseline, one study name: every "
+                       "variant of the baseline's block against it. Over seeds: Welch's t-test "
+                       "(paired t when the seeds pair up); with one run a side: McNemar's "
+                       "exact test on the test predictions. Several pairs are Holm-corrected.")
+    p.add_argument("sides", nargs="+", metavar="SIDE", help="A B [C ...], or STUDY")
+    p.add_argument("--baseline", metavar="VARIANT", help="compare every variant of a study "
+                   "with this one")
+    p.add_argument("--metric", default="test_accuracy", help="metric to compare over seeds "
+                   "(default: test_accuracy)")
+    p.add_argument("--test", choices=("auto", "t", "mcnemar"), default="auto",
+                   help="auto: t-test with 2+ runs a side, else McNemar (default: auto)")
+    p.add_argument("--quick", action="store_true", help="the study's --quick runs")
+    _common(p, data=False)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the command; heavy imports (torch) only once the command line is valid."""
     if args.command == "study":
         from .study_commands import cmd_study
         return cmd_study(args)
+    if args.command == "compare":
+        from .compare_command import cmd_compare
+        return cmd_compare(args)
     from . import commands
     return getattr(commands, f"cmd_{args.command}")(args)
 

@@ -48,6 +48,7 @@ class Evaluation:
     loss: float  # mean cross-entropy
     accuracy: float
     predictions: np.ndarray  # predicted class of each image, int64 [N]
+    probabilities: np.ndarray  # softmax of the outputs, float32 [N, classes]
 
 
 @torch.inference_mode()
@@ -55,12 +56,15 @@ def evaluate(model: nn.Module, split: Split, stats: InputStats,
              device: torch.device) -> Evaluation:
     """Loss, accuracy and predictions of the model on a split, in eval mode."""
     model.eval().to(memory_format=torch.channels_last)
-    loss, preds, batch = 0.0, [], EVAL_BATCH_CPU if device.type == "cpu" else EVAL_BATCH_GPU
+    loss, preds, probs = 0.0, [], []
+    batch = EVAL_BATCH_CPU if device.type == "cpu" else EVAL_BATCH_GPU
     for i in range(0, len(split), batch):
         x = prepare(split.images[i:i + batch].to(device), stats)
         out = model(x).float()
         y = split.labels[i:i + batch].to(device)
         loss += F.cross_entropy(out, y, reduction="sum").item()
         preds.append(out.argmax(1).cpu())
+        probs.append(torch.softmax(out, 1).cpu())
     pred = torch.cat(preds).numpy()
-    return Evaluation(loss / len(split), float((pred == split.labels.numpy()).mean()), pred)
+    return Evaluation(loss / len(split), float((pred == split.labels.numpy()).mean()), pred,
+                      torch.cat(probs).numpy())

@@ -115,6 +115,15 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class TestOutputs:
+    """What the final model said about each test image: what comparisons and ensembles read,
+    so that they never re-evaluate a checkpoint."""
+
+    probabilities: np.ndarray  # class probabilities, float16 [N, classes]
+    labels: np.ndarray  # the true classes, uint8 [N]
+
+
+@dataclass(frozen=True)
 class Confused:
     """An off-diagonal cell of the confusion matrix."""
 

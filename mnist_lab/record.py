@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from .config import TrainConfig
-from .metrics import METRICS, Classification, Epoch, Timing, metric
+from .metrics import METRICS, Classification, Epoch, TestOutputs, Timing, metric
 
 SCHEMA = 1  # 0: the untyped dict of mnist-lab before the record had a schema
 STATUSES = ("complete", "diverged", "failed")
@@ -44,6 +44,7 @@ class _Outcome(Protocol):
     params: int
     history: list[Epoch]
     classification: Classification | None
+    test_outputs: TestOutputs | None
     timing: Timing
     env: dict
 
@@ -75,13 +76,17 @@ class RunRecord:
     checkpoint: str | None = None  # absolute path of the safetensors weights
     error: str | None = None  # failed runs: the exception, one line
     traceback: str | None = None
+    # What the model said about each test image: carried from the worker to the store, which
+    # keeps it apart from the JSON (Store.outputs); None on records read back.
+    outputs: TestOutputs | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_outcome(cls, cfg: TrainConfig, outcome: _Outcome,
                      label: StudyLabel | None = None) -> RunRecord:
         """The record of a run that trained to the end (complete or diverged)."""
         return cls(new_run_id(), cfg.key(), outcome.status, cfg, _now(), outcome.params,
-                   outcome.history, outcome.classification, outcome.timing, outcome.env, label)
+                   outcome.history, outcome.classification, outcome.timing, outcome.env, label,
+                   outputs=outcome.test_outputs)
 
     @classmethod
     def failed(cls, cfg: TrainConfig, error: BaseException,
@@ -135,7 +140,7 @@ class RunRecord:
     def to_dict(self) -> dict:
         """JSON-ready (NaN and inf become null), with `final`, the summary, for readers."""
         d = {"schema": SCHEMA, **{f.name: getattr(self, f.name)
-                                  for f in dataclasses.fields(self)}}
+                                  for f in dataclasses.fields(self) if f.name != "outputs"}}
         d |= {"config": self.config.to_dict(), "history": [e.to_dict() for e in self.history],
               "classification": self.classification and self.classification.to_dict(),
               "timing": dataclasses.asdict(self.timing),

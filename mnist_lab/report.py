@@ -2,112 +2,22 @@
 
 For each block of the study file: a table of mean ± std over seeds for the block's `table`
 metrics beside the source document's figures (`reference`) and the difference; the winner of a
-`select_by` search; and the block's `plots` (curves over epochs, sweeps over a config value,
-confusion matrices). Nothing here trains or reaches into a training loop.
+`select_by` search; and the block's `plots` (plots.py). Nothing here trains or reaches into a
+training loop.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .metrics import METRICS, most_confused  # noqa: E402
-from .record import RunRecord  # noqa: E402
-from .study import Run, Study, expand  # noqa: E402
-
-
-def fmt(name: str, x: float | None) -> str:
-    """A metric's value in its registered format."""
-    return METRICS[name].format(x)
-
-
-def mean_std(name: str, xs: list[float | None]) -> str:
-    """'mean ± std (n)' in the metric's format; std is the sample standard deviation."""
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "—"
-    if len(xs) == 1:
-        return fmt(name, xs[0])
-    mean = fmt(name, statistics.mean(xs))
-    return f"{mean} ± {METRICS[name].format_spread(mean, statistics.stdev(xs))} (n={len(xs)})"
-
-
-def _scale(name: str) -> tuple[float, str]:
-    """Plots show fractions as percentages, as the tables do: (factor, axis label)."""
-    return (100.0, f"{name} (%)") if METRICS[name].kind == "fraction" else (1.0, name)
-
-
-class Report:
-    """Elements (headings, text, tables, images) rendered to Markdown and HTML alike."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir, self.parts, self.n_images = out_dir, [], 0
-
-    def heading(self, text: str, level: int = 2) -> None:
-        self.parts.append(("h", level, text))
-
-    def text(self, text: str) -> None:
-        self.parts.append(("p", text))
-
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.parts.append(("table", header, rows))
-
-    def figure(self, fig: plt.Figure, caption: str) -> None:
-        self.n_images += 1
-        path = self.out_dir / f"plot{self.n_images:02d}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        self.parts.append(("img", path, caption))
-
-    def markdown(self) -> str:
-        out = []
-        for kind, *rest in self.parts:
-            if kind == "h":
-                out.append("#" * rest[0] + " " + rest[1])
-            elif kind == "p":
-                out.append(rest[0])
-            elif kind == "table":
-                header, rows = rest
-                out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                out += ["| " + " | ".join(r) + " |" for r in rows]
-            else:
-                out.append(f"![{rest[1]}]({rest[0].name})")
-            out.append("")
-        return "\n".join(out)
-
-    def html(self, title: str) -> str:
-        body = []
-        for kind, *rest in self.parts:
-            if kind == "h":
-                body.append(f"<h{rest[0]}>{html.escape(rest[1])}</h{rest[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{html.escape(rest[0])}</p>")
-            elif kind == "table":
-                header, rows = rest
-                head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-                cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r)
-                                + "</tr>" for r in rows)
-                body.append(f"<table><tr>{head}</tr>{cells}</table>")
-            else:
-                data = base64.b64encode(rest[0].read_bytes()).decode()
-                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="">'
-                            f"<figcaption>{html.escape(rest[1])}</figcaption></figure>")
-        style = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;"
-                 "padding:0 1em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px "
-                 "solid #ccc;padding:.3em .6em;text-align:right}img{max-width:100%}")
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>"
-                f"{html.escape(title)}</title><style>{style}</style></head><body>"
-                + "\n".join(body) + "</body></html>")
+from .compare import Comparison, Side, against_figure, holm, over_seeds
+from .document import Report, fmt, mean_std
+from .metrics import METRICS
+from .plots import PLOTS, complete
+from .record import RunRecord
+from .study import Run, Study, expand
 
 
 def _group(runs: list[Run], records: list[RunRecord]) -> tuple[dict, dict, Counter]:
@@ -128,8 +38,42 @@ def _group(runs: list[Run], records: list[RunRecord]) -> tuple[dict, dict, Count
     return groups, order, expected
 
 
-def _complete(groups: dict, block: dict, variant: str) -> list[RunRecord]:
-    return [r for r in groups.get((block["name"], variant), []) if r.status == "complete"]
+def _against_baseline(block: dict, variants: list[str], groups: dict) -> dict[str, Comparison]:
+    """Each variant against the block's baseline over seeds, Holm-corrected within the block."""
+    base, metric = block.get("baseline"), block.get("compare", "test_accuracy")
+    if base is None or len(ref := complete(groups, block, base)) < 2:
+        return {}
+    pairs = [(v, runs) for v in variants if v != base
+             and len(runs := complete(groups, block, v)) >= 2]
+    found = holm([over_seeds(Side(base, ref), Side(v, runs), metric) for v, runs in pairs])
+    return {c.b: c for c in found}
+
+
+def _against_source(block: dict, variants: list[str], groups: dict) -> list[Comparison]:
+    """Each variant's seeds against the source's single figure, Holm-corrected in the block."""
+    metric, refs = block.get("compare", "test_accuracy"), block.get("reference", {})
+    return holm([against_figure(Side(v, runs), refs[v][metric], metric, "the source")
+                 for v in variants if metric in refs.get(v, {})
+                 and len(runs := complete(groups, block, v)) >= 2])
+
+
+def _delta(c: Comparison | None) -> list[str]:
+    if c is None:
+        return ["—", "—"]
+    scale = 100.0 if METRICS[c.metric].kind == "fraction" else 1.0
+    return [f"{scale * c.difference:+.2f} [{scale * c.ci_low:+.2f}, {scale * c.ci_high:+.2f}]",
+            f"{c.p_holm if c.p_holm is not None else c.p_value:.2g}"]
+
+
+def _verdicts(rep: Report, block: dict, variants: list[str], groups: dict,
+              quick: bool) -> None:
+    """The block's verdicts in words, generated from the tests, never written by hand."""
+    lines = [c.verdict() for c in _against_baseline(block, variants, groups).values()]
+    lines += [] if quick else [c.verdict() for c in _against_source(block, variants, groups)]
+    if lines:
+        rep.text("Verdicts (95%, Holm-corrected within the block): " + "; ".join(lines) + ".")
+    elif "baseline" in block:
+        rep.text(f"No test against {block['baseline']}: it needs 2 complete runs a side.")
 
 
 def _table(rep: Report, block: dict, variants: list[str], groups: dict,
@@ -139,6 +83,10 @@ def _table(rep: Report, block: dict, variants: list[str], groups: dict,
     header, rows = ["variant", "runs"], []
     for m in metrics:
         header += [m] + (["source", "Δ"] if any(m in refs.get(v, {}) for v in variants) else [])
+    tests = _against_baseline(block, variants, groups)
+    if "baseline" in block:
+        unit = " (pp)" if METRICS[block.get("compare", "test_accuracy")].kind == "fraction" else ""
+        header += [f"vs {block['baseline']}{unit} [95% CI]", "p (Holm)"]
     for v in variants:
         runs = groups.get((block["name"], v), [])
         ok = [r for r in runs if r.status == "complete"]
@@ -156,14 +104,14 @@ def _table(rep: Report, block: dict, variants: list[str], groups: dict,
                 sign = "+" if diff is not None and diff >= 0 else ""
                 delta = "—" if diff is None else sign + fmt(m, diff).replace("%", " pp")
                 row += [fmt(m, ref), delta]
-        rows.append(row)
+        rows.append(row + (_delta(tests.get(v)) if "baseline" in block else []))
     rep.table(header, rows)
 
 
 def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None:
     by = block["select_by"]
     scored = [(statistics.mean(r.metric(by) for r in ok), v, ok) for v in variants
-              if (ok := _complete(groups, block, v))]
+              if (ok := complete(groups, block, v))]
     if not scored:
         return
     best, variant, ok = max(scored, key=lambda t: t[0])
@@ -171,110 +119,6 @@ def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None
     rep.text(f"Selected by {by} ({fmt(by, best)}): {variant}; its test accuracy: {test}."
              + (f" Source: {block['selected_reference']}." if "selected_reference" in block
                 else ""))
-
-
-def _curve_panel(ax: plt.Axes, spec: dict, m: str, series: list[tuple[str, list]]) -> None:
-    """One metric over epochs: a line per variant (mean over seeds), a band where seeds vary."""
-    factor, label = _scale(m)
-    shown = []  # values from epoch `zoom_from` on: what the y-axis is fitted to
-    for name, rs in series:
-        n = min(len(r.history) for r in rs)
-        ys = factor * np.array([[getattr(e, m) if getattr(e, m) is not None else np.nan
-                                 for e in r.history[:n]] for r in rs])
-        epochs = np.arange(1, n + 1)
-        ax.plot(epochs, ys.mean(0), marker="." if n < 20 else None, label=name)
-        if len(rs) > 1:
-            ax.fill_between(epochs, ys.min(0), ys.max(0), alpha=0.2)
-        later = ys[:, spec.get("zoom_from", 1) - 1:]
-        if later.size:  # a quick run may end before zoom_from
-            shown.append(later)
-    ax.set(xlabel="epoch", ylabel=label, yscale=spec.get("yscale", "linear"))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.5
-    if "zoom_from" in spec and shown:  # the first epochs would flatten the differences
-        lo, hi = np.nanmin([a.min() for a in shown]), np.nanmax([a.max() for a in shown])
-        ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)  # on every panel: each can be read alone
-
-
-def _curves(rep: Report, spec: dict, block: dict, variants: list[str], groups: dict) -> None:
-    metrics, facet = spec["metrics"], spec.get("facet")
-    runs = [r for v in variants for r in groups.get((block["name"], v), [])
-            if r.history and r.status != "failed"]
-    facets = sorted({getattr(r.config, facet) for r in runs}) if facet else [None]
-    for fv in facets:
-        series = []
-        for v in variants:
-            rs = [r for r in groups.get((block["name"], v), []) if r in runs
-                  and (facet is None or getattr(r.config, facet) == fv)]
-            if rs:
-                label = ",".join(p for p in v.split(",") if not p.startswith(f"{facet}="))
-                series.append((label or v, rs))
-        if not series:
-            continue
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
-        for ax, m in zip(axes[0], metrics, strict=True):
-            _curve_panel(ax, spec, m, series)
-        title = f"{block['name']}: " + ", ".join(metrics) + (f" ({facet}={fv})" if facet else "")
-        title += f", from epoch {spec['zoom_from']}" if "zoom_from" in spec else ""
-        fig.suptitle(title)
-        seeds = max(len(rs) for _, rs in series)
-        rep.figure(fig, title + ("; mean over seeds, band = min–max" if seeds > 1
-                                 else "; one seed per line"))
-
-
-def _sweep(rep: Report, spec: dict, block: dict, variants: list[str], groups: dict) -> None:
-    x, series = spec["x"], spec.get("series")
-    ok = [r for v in variants for r in _complete(groups, block, v)]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in sorted({getattr(r.config, series) for r in ok} if series else [None], key=str):
-        for m in spec["metrics"]:
-            factor, _ = _scale(m)
-            pts = defaultdict(list)
-            for r in ok:
-                if series is None or getattr(r.config, series) == s:
-                    pts[getattr(r.config, x)].append(factor * r.metric(m))
-            xs = sorted(pts)
-            label = f"{s} {m}" if series else m
-            # error bars: the sample std over seeds, as in the tables
-            sd = [statistics.stdev(pts[k]) if len(pts[k]) > 1 else 0.0 for k in xs]
-            ax.errorbar(xs, [np.mean(pts[k]) for k in xs], sd, marker="o", capsize=3,
-                        label=label)
-    unit = " (%)" if all(METRICS[m].kind == "fraction" for m in spec["metrics"]) else ""
-    ax.set(xscale="log" if spec.get("logx", True) else "linear", xlabel=x,
-           ylabel=", ".join(spec["metrics"]) + unit)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    rep.figure(fig, f"{block['name']}: {', '.join(spec['metrics'])} vs {x}; error bars: "
-               "std over seeds")
-
-
-def _confusion(rep: Report, spec: dict, block: dict, variants: list[str], groups: dict) -> None:
-    for v in variants:
-        ok = [r for r in _complete(groups, block, v) if r.classification]
-        if not ok:
-            continue
-        cm = np.sum([r.classification.confusion_matrix for r in ok], axis=0)
-        fig, ax = plt.subplots(figsize=(6.2, 5))
-        shade = np.log1p(cm)
-        image = ax.imshow(shade, cmap="Blues")
-        bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        ticks = [t for t in (0, 1, 10, 100, 1000, 10000) if t <= cm.max()]
-        bar.set_ticks(np.log1p(ticks), labels=[f"{t:,}" for t in ticks])
-        bar.set_label("count (log scale)")
-        for (i, j), c in np.ndenumerate(cm):  # white on the dark half of the scale
-            dark = shade[i, j] > 0.55 * shade.max()
-            ax.text(j, i, str(c), ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
-        ax.set(xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
-        fig.suptitle(f"{block['name']} / {v}: confusion matrix (summed over {len(ok)} seeds)")
-        rep.figure(fig, f"{v}: confusion matrix, log colour scale")
-        top = most_confused(cm)
-        rep.text(f"{v}, most confused (true→predicted, count over seeds): "
-                 + ", ".join(f"{c.true}→{c.pred} ({c.count})" for c in top))
-
-
-PLOTS = {"curves": _curves, "sweep": _sweep, "confusion": _confusion}
 
 
 def write_report(study: Study, records: list[RunRecord], out_dir: Path,
@@ -301,6 +145,7 @@ def write_report(study: Study, records: list[RunRecord], out_dir: Path,
         if block.get("notes"):
             rep.text(block["notes"].strip())
         _table(rep, block, variants, groups, expected, quick)
+        _verdicts(rep, block, variants, groups, quick)
         if "select_by" in block:
             _select(rep, block, variants, groups)
         for spec in block.get("plots", []):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import json
 import os
 import shutil
@@ -17,12 +18,14 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .config import TrainConfig
 from .errors import UserError
+from .metrics import TestOutputs
 from .models import build_model, model_entry
 from .record import RunRecord
 
@@ -40,6 +43,11 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs (key);
 CREATE INDEX IF NOT EXISTS runs_study ON runs (study);
+CREATE TABLE IF NOT EXISTS outputs (
+    id TEXT PRIMARY KEY,          -- the run's id
+    probabilities BLOB NOT NULL,  -- test-set class probabilities, float16 [N, classes], .npy
+    labels BLOB NOT NULL          -- the test images' true classes, uint8 [N], .npy
+);
 """
 
 
@@ -99,7 +107,8 @@ class Store:
         return self.root / "checkpoints" / f"{run_id}.safetensors"
 
     def add(self, record: RunRecord) -> None:
-        """Insert one finished run atomically, replacing failed attempts at the same config."""
+        """Insert one finished run and its test outputs in one transaction, replacing failed
+        attempts at the same config."""
         study = record.study
         try:
             with self.db:  # one transaction
@@ -110,6 +119,10 @@ class Store:
                     (record.id, record.key, study, record.status, record.model,
                      record.dataset, record.metric("test_accuracy"), record.created,
                      json.dumps(record.to_dict())))
+                if record.outputs is not None:
+                    self.db.execute("INSERT INTO outputs VALUES (?, ?, ?)",
+                                    (record.id, _npy(record.outputs.probabilities),
+                                     _npy(record.outputs.labels)))
         except sqlite3.Error as e:
             raise UserError(f"cannot write to the results store {self.root}: "
                             f"{_why(self.root, e)}") from None
@@ -139,6 +152,15 @@ class Store:
             sql, args = sql + " AND status = ?", args + [status]
         rows = self.db.execute(sql + " ORDER BY created, id", args)
         return [RunRecord.from_dict(json.loads(r)) for (r,) in rows]
+
+    def outputs(self, run_id: str) -> TestOutputs | None:
+        """A run's stored test outputs, or None (runs stored before they were kept, and failed
+        runs, have none)."""
+        row = self.db.execute("SELECT probabilities, labels FROM outputs WHERE id = ?",
+                              (run_id,)).fetchone()
+        if row is None:
+            return None
+        return TestOutputs(*(np.load(io.BytesIO(blob), allow_pickle=False) for blob in row))
 
     def studies(self) -> list[str]:
         """Names of the studies with stored runs (quick ones as NAME:quick)."""
@@ -181,6 +203,13 @@ class Store:
         if study is not None:
             sql, args = sql + " AND study = ?", [study]
         return {k for (k,) in self.db.execute(sql, args)}
+
+
+def _npy(array: np.ndarray) -> bytes:
+    """An array as .npy bytes: dtype and shape travel with the data, and load without pickle."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def find_checkpoint(source: str, runs_dir: str | Path | None = None) -> tuple[str, str]:

@@ -91,16 +91,26 @@ def load_study(path: str | Path) -> Study:
         run.config.validate()
     try:
         _check_metrics(study)
+        _check_baselines(study)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     return study
 
 
+def _check_baselines(study: Study) -> None:
+    """A block's `baseline` must be one of its variants."""
+    for block in study.blocks:
+        names = [name for name, _ in _variants(block)]
+        if "baseline" in block and block["baseline"] not in names:
+            raise UserError(f"block {block['name']!r}: baseline {block['baseline']!r} is not "
+                            f"one of its variants ({', '.join(names)})")
+
+
 def _check_metrics(study: Study) -> None:
     """Every metric a block tabulates, selects by or plots must be a registered one."""
     for block in study.blocks:
-        names = list(block.get("table", [])) + ([block["select_by"]] if "select_by" in block
-                                                else [])
+        names = list(block.get("table", [])) + [block[k] for k in ("select_by", "compare")
+                                                if k in block]
         names += [m for spec in block.get("plots", []) for m in spec.get("metrics", [])]
         for name in names:
             try:

@@ -26,8 +26,8 @@ from .config import TrainConfig
 from .data import Dataset, Split, balanced_subset, holdout, input_stats
 from .envinfo import environment
 from .errors import UserError
-from .evaluate import evaluate, resolve_device
-from .metrics import Classification, Epoch, Timing, classify
+from .evaluate import Evaluation, evaluate, resolve_device
+from .metrics import Classification, Epoch, TestOutputs, Timing, classify
 from .models import build_model, count_params, model_entry
 from .optim import learning_rate, make_optimizer
 from .snapshot import load_snapshot, save_snapshot
@@ -44,6 +44,7 @@ class Outcome:
     params: int
     history: list[Epoch]
     classification: Classification | None  # of the last finished epoch's model on test
+    test_outputs: TestOutputs | None  # what that model said about each test image
     timing: Timing
     env: dict  # versions, device, threads (envinfo.environment)
 
@@ -147,9 +148,9 @@ class _Trainer:
         self.step, self.images_seen = state["step"], state["images_seen"]
         return [Epoch(**e) for e in state["history"]], state["clock"]
 
-    def measure(self, entry: Epoch, clock: dict) -> np.ndarray:
+    def measure(self, entry: Epoch, clock: dict) -> Evaluation:
         """Evaluate after an epoch: fill in validation and test loss and accuracy, the gap and
-        the weight norm; return the test predictions."""
+        the weight norm; return the test evaluation."""
         t = time.perf_counter()
         if self.val_split is not None:
             val = evaluate(self.model, self.val_split, self.stats, self.device)
@@ -161,7 +162,7 @@ class _Trainer:
         clock["eval_s"] += time.perf_counter() - t
         entry.gap = entry.train_accuracy - entry.test_accuracy
         entry.weight_norm = weight_norm(self.model)
-        return test.predictions
+        return test
 
     def run(self, progress: bool, snapshot: Path | None = None) -> Outcome:
         """Train for cfg.epochs (or until the target / divergence).
@@ -169,7 +170,7 @@ class _Trainer:
         With a snapshot path, resume from the snapshot there if it is this run's, and write
         one after every epoch but the last (see snapshot.py).
         """
-        cfg, status, seconds_to_target, pred = self.cfg, "complete", None, None
+        cfg, status, seconds_to_target, test = self.cfg, "complete", None, None
         state = load_snapshot(snapshot, cfg.key(), SNAPSHOT_FORMAT) if snapshot else None
         history, clock = (self.restore(state) if state else
                           ([], {"wall_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "eval_n": 0}))
@@ -186,7 +187,7 @@ class _Trainer:
                 status = "diverged"
                 break
             entry = Epoch(epoch, train_loss=train_loss, train_accuracy=train_acc)
-            pred = self.measure(entry, clock)
+            test = self.measure(entry, clock)
             entry.lr, entry.seconds = lr, seconds
             history.append(entry)
             if progress:
@@ -206,8 +207,14 @@ class _Trainer:
                         resumed_at_epoch=resumed_at or None, peak_rss_mb=peak_rss_mb())
         labels = self.test_split.labels.numpy()
         return Outcome(status, self.model, count_params(self.model), history,
-                       classify(labels, pred) if pred is not None else None, timing,
+                       classify(labels, test.predictions) if test else None,
+                       _outputs(test.probabilities, labels) if test else None, timing,
                        environment(self.device, cfg.threads))
+
+
+def _outputs(probabilities: np.ndarray, labels: np.ndarray) -> TestOutputs:
+    """Test outputs as stored: float16 is precise enough for every comparison (200 KB a run)."""
+    return TestOutputs(probabilities.astype(np.float16), labels.astype(np.uint8))
 
 
 def _step(opt: object) -> bool:
@@ -247,6 +254,7 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> Outcome:
     t0 = time.perf_counter()
     pred = model.predict(features(test))
     infer_s = time.perf_counter() - t0
+    outputs = _outputs(model.predict_proba(features(test)), test.labels.numpy())
     entry = Epoch(1, train_accuracy=float(model.score(features(train), train.labels.numpy())),
                   test_accuracy=float((pred == test.labels.numpy()).mean()), seconds=fit_s)
     if val is not None:
@@ -258,7 +266,7 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> Outcome:
     params = (model.coef_.size + model.intercept_.size if hasattr(model, "coef_")
               else sum(t.tree_.node_count for t in model.estimators_))
     return Outcome("complete", model, int(params), [entry], classify(test.labels.numpy(), pred),
-                   timing, environment(torch.device("cpu"), cfg.threads))
+                   outputs, timing, environment(torch.device("cpu"), cfg.threads))
 
 
 def train(cfg: TrainConfig, data: Dataset, progress: bool = False,

@@ -17,8 +17,9 @@ FLOORS = [
      "models", "optim", "evaluate", "preprocess", "study"},
     {"train"},
     {"record", "store"},
-    {"worker", "runner", "cluster", "inference", "report", "export", "serve"},
-    {"commands", "study_commands", "cli"},
+    {"worker", "runner", "cluster", "inference", "compare", "document", "plots", "report",
+     "export", "serve"},
+    {"commands", "study_commands", "compare_command", "cli"},
 ]
 FLOOR = {name: i for i, floor in enumerate(FLOORS) for name in floor}
 # Modules that use a stored model: predicting, serving or exporting must not pull in training.

@@ -3,15 +3,18 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from mnist_lab.config import TrainConfig
+from mnist_lab.config import RunContext, TrainConfig
+from mnist_lab.data import load
 from mnist_lab.errors import UserError
 from mnist_lab.metrics import METRICS, Epoch, Timing
 from mnist_lab.record import SCHEMA, RunRecord, StudyLabel, upgrade
 from mnist_lab.report import write_report
 from mnist_lab.store import Store
 from mnist_lab.study import find_study, load_study
+from mnist_lab.worker import execute
 
 # Records as mnist-lab 0.1.0 (schema 0, untyped dicts) stored them: torch, classical,
 # diverged, failed, study and single runs, one with a validation split.
@@ -111,3 +114,28 @@ def test_every_metric_formats(name):
     assert m.format_spread(shown, 0.0123)
     if m.kind == "fraction":
         assert shown == "98.77%" and m.format_spread(shown, 0.0123) == "1.23"
+
+
+@pytest.mark.parametrize("model", ["softmax", "logreg"])
+def test_test_outputs_are_stored_with_the_run(tmp_path, data_root, model):
+    """Class probabilities on the test set, float16, written in the record's transaction."""
+    cfg = TrainConfig(model=model, epochs=1, subset=1000, test_subset=500, rotate=0,
+                      translate=0, **({"model_kwargs": {"max_iter": 20}} if model == "logreg"
+                                      else {}))
+    record, _ = execute(cfg, RunContext(data_dir=str(data_root)))
+    store = Store(tmp_path / "runs")
+    store.add(record)
+    outputs = store.outputs(record.id)
+    probs, labels = outputs.probabilities, outputs.labels
+    assert probs.dtype == np.float16 and probs.shape == (500, 10)
+    assert np.allclose(probs.astype(np.float32).sum(1), 1, atol=1e-2)
+    again = Store(tmp_path / "runs").runs()[0]  # read back: the JSON holds no outputs
+    assert again.outputs is None and "outputs" not in again.to_dict()
+    assert np.array_equal(labels, load("mnist", data_root, download=False).test.labels[:500])
+    correct = np.trace(np.array(record.classification.confusion_matrix))
+    # the argmax of float16 probabilities may break a near-tie the other way, rarely
+    assert abs(int((probs.argmax(1) == labels).sum()) - correct) <= 2
+
+
+def test_runs_without_outputs_say_so(legacy_store):
+    assert all(legacy_store.outputs(r["id"]) is None for r in LEGACY)

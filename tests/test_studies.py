@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from mnist_lab.config import RunContext
+from mnist_lab.document import mean_std
 from mnist_lab.errors import UserError
 from mnist_lab.record import RunRecord, StudyLabel
-from mnist_lab.report import mean_std, write_report
+from mnist_lab.report import write_report
 from mnist_lab.runner import Executor, pending, run_study
 from mnist_lab.snapshot import save_snapshot, snapshot_path
 from mnist_lab.store import Store
