@@ -96,8 +96,9 @@ class Comparison:
                 if self.seeds_needed else
                 f"; not detectable with fewer than {MAX_SEEDS} seeds"
                 if self.test in ("Welch's t", "paired t") else "")
+        n = self.n_b if self.test == "one-sample t" else min(self.n_a, self.n_b)
         return (f"{self.b} vs {self.a}: {scale * self.difference:+.2f}{unit} on {self.metric}, "
-                f"not established at n = {min(self.n_a, self.n_b)} {detail}{need}")
+                f"not established at n = {n} {detail}{need}")
 
 
 def _p(p: float) -> str:
@@ -121,12 +122,22 @@ def _seeds_needed(d: float, paired: bool) -> int | None:
     return math.ceil(n) if math.isfinite(n) and n <= MAX_SEEDS else None
 
 
+def _spread(side: Side, xs: list[float]) -> None:
+    """A t-test needs seeds that differ: identical ones (a model collapsed to one class, say)
+    leave the spread at zero and the test without meaning."""
+    if len(set(xs)) == 1:
+        raise UserError(f"{side.name}: all {len(xs)} seeds give {xs[0]:.6g}: no spread over "
+                        "seeds to test with")
+
+
 def over_seeds(a: Side, b: Side, metric: str) -> Comparison:
     """Welch's t-test of the per-run metric, or a paired one when the seeds pair up."""
     xa, xb = a.values(metric), b.values(metric)
     if min(len(xa), len(xb)) < 2:
         raise UserError(f"a t-test over seeds needs 2 runs a side ({a.name}: {len(xa)}, "
                         f"{b.name}: {len(xb)}); use McNemar's test on the test set")
+    if len(set(xa)) == 1 and len(set(xb)) == 1:
+        _spread(a, xa)
     paired = sorted(a.seeds()) == sorted(b.seeds()) and len(set(a.seeds())) == len(xa)
     if paired:
         ya = [x for _, x in sorted(zip(a.seeds(), xa, strict=True))]
@@ -174,7 +185,10 @@ def against_figure(side: Side, figure: float, metric: str, source: str) -> Compa
     xs = side.values(metric)
     if len(xs) < 2:
         raise UserError(f"{side.name}: a one-sample t-test needs 2 runs, got {len(xs)}")
-    result = stats.ttest_1samp(xs, figure)
+    _spread(side, xs)
+    with warnings.catch_warnings():  # nearly equal seeds: scipy warns, the CI shows it
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_1samp(xs, figure)
     ci = result.confidence_interval(1 - ALPHA)
     p = float(result.pvalue) if math.isfinite(result.pvalue) else 1.0
     return Comparison(source, side.name, metric, 1, len(xs), figure, float(np.mean(xs)), None,

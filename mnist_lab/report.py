@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .compare import Comparison, Side, against_figure, holm, over_seeds
 from .document import Report, fmt, mean_std
+from .errors import UserError
 from .metrics import METRICS
 from .plots import PLOTS, complete
 from .record import RunRecord
@@ -49,12 +50,19 @@ def _against_baseline(block: dict, variants: list[str], groups: dict) -> dict[st
     return {c.b: c for c in found}
 
 
-def _against_source(block: dict, variants: list[str], groups: dict) -> list[Comparison]:
-    """Each variant's seeds against the source's single figure, Holm-corrected in the block."""
+def _against_source(block: dict, variants: list[str], groups: dict) -> list[Comparison | str]:
+    """Each variant's seeds against the source's single figure, Holm-corrected in the block;
+    a variant that cannot be tested says why."""
     metric, refs = block.get("compare", "test_accuracy"), block.get("reference", {})
-    return holm([against_figure(Side(v, runs), refs[v][metric], metric, "the source")
-                 for v in variants if metric in refs.get(v, {})
-                 and len(runs := complete(groups, block, v)) >= 2])
+    tested, untested = [], []
+    for v in variants:
+        if metric in refs.get(v, {}) and len(runs := complete(groups, block, v)) >= 2:
+            try:
+                tested.append(against_figure(Side(v, runs), refs[v][metric], metric,
+                                             "the source"))
+            except UserError as e:
+                untested.append(str(e))
+    return holm(tested) + untested
 
 
 def _delta(c: Comparison | None) -> list[str]:
@@ -69,7 +77,8 @@ def _verdicts(rep: Report, block: dict, variants: list[str], groups: dict,
               quick: bool) -> None:
     """The block's verdicts in words, generated from the tests, never written by hand."""
     lines = [c.verdict() for c in _against_baseline(block, variants, groups).values()]
-    lines += [] if quick else [c.verdict() for c in _against_source(block, variants, groups)]
+    lines += [] if quick else [c if isinstance(c, str) else c.verdict()
+                               for c in _against_source(block, variants, groups)]
     if lines:
         rep.text("Verdicts (95%, Holm-corrected within the block): " + "; ".join(lines) + ".")
     elif "baseline" in block:
@@ -116,9 +125,16 @@ def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None
         return
     best, variant, ok = max(scored, key=lambda t: t[0])
     test = mean_std("test_accuracy", [r.metric("test_accuracy") for r in ok])
+    verdict = ""
+    if "selected_figure" in block and len(ok) >= 2:  # the source's winner's test figure
+        try:
+            verdict = " " + against_figure(Side(variant, ok), block["selected_figure"],
+                                           "test_accuracy", "the source's winner").verdict() + "."
+        except UserError as e:
+            verdict = f" {e}."
     rep.text(f"Selected by {by} ({fmt(by, best)}): {variant}; its test accuracy: {test}."
              + (f" Source: {block['selected_reference']}." if "selected_reference" in block
-                else ""))
+                else "") + verdict)
 
 
 def write_report(study: Study, records: list[RunRecord], out_dir: Path,
@@ -149,6 +165,9 @@ def write_report(study: Study, records: list[RunRecord], out_dir: Path,
         if "select_by" in block:
             _select(rep, block, variants, groups)
         for spec in block.get("plots", []):
+            if spec.get("kind") not in PLOTS:
+                raise UserError(f"block {block['name']!r}: unknown plot kind "
+                                f"{spec.get('kind')!r}; choose from {', '.join(PLOTS)}")
             PLOTS[spec["kind"]](rep, spec, block, variants, groups)
     (out_dir / "report.md").write_text(rep.markdown())
     (out_dir / "report.html").write_text(rep.html(study.title))

@@ -189,3 +189,8 @@ def test_runs_stored_without_outputs_say_so(runs, cli, assert_one_line_error):
     a, b = runs[1][0].id, runs[1][1].id
     code, _, err = _compare(cli, runs[0], a, b)
     assert_one_line_error(code, err, "no stored test outputs")
+
+
+def test_seeds_that_agree_exactly_cannot_be_tested():
+    with pytest.raises(UserError, match="all 3 seeds give 0.1135: no spread"):
+        against_figure(_side("collapsed", [0.1135] * 3), 0.1028, "test_accuracy", "source")
