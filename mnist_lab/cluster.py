@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 from .config import RunContext, TrainConfig
 from .data import Dataset
@@ -31,7 +32,8 @@ AUTH_HINT = ("the cluster requires token authentication: set RAY_AUTH_MODE=token
              "is read from RAY_AUTH_TOKEN or ~/.ray/auth_token; copy it from the head node)")
 
 
-def _ray():
+def _ray() -> ModuleType:
+    """The ray module, or a one-line error naming the extra to install."""
     try:
         import ray
     except ImportError:
