@@ -39,15 +39,30 @@ def _group(runs: list[Run], records: list[RunRecord]) -> tuple[dict, dict, Count
     return groups, order, expected
 
 
+def baseline_of(variant: str, baseline: str, variants: list[str]) -> str | None:
+    """The variant a variant is compared with: the baseline itself, or for a grid point named
+    partly (`weight_decay=0.0`), the variant equal to this one but at that value."""
+    if baseline in variants:
+        return baseline
+    key = baseline.partition("=")[0]
+    name = ",".join(baseline if p.partition("=")[0] == key else p for p in variant.split(","))
+    return name if name in variants else None
+
+
 def _against_baseline(block: dict, variants: list[str], groups: dict) -> dict[str, Comparison]:
-    """Each variant against the block's baseline over seeds, Holm-corrected within the block."""
+    """Each variant against its baseline over seeds, Holm-corrected within the block."""
     base, metric = block.get("baseline"), block.get("compare", "test_accuracy")
-    if base is None or len(ref := complete(groups, block, base)) < 2:
+    if base is None:
         return {}
-    pairs = [(v, runs) for v in variants if v != base
-             and len(runs := complete(groups, block, v)) >= 2]
-    found = holm([over_seeds(Side(base, ref), Side(v, runs), metric) for v, runs in pairs])
-    return {c.b: c for c in found}
+    tests = []
+    for v in variants:
+        ref = baseline_of(v, base, variants)
+        if ref is None or ref == v:
+            continue
+        a, b = complete(groups, block, ref), complete(groups, block, v)
+        if min(len(a), len(b)) >= 2:
+            tests.append(over_seeds(Side(ref, a), Side(v, b), metric))
+    return {c.b: c for c in holm(tests)}
 
 
 def _against_source(block: dict, variants: list[str], groups: dict) -> list[Comparison | str]:

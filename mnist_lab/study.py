@@ -98,12 +98,17 @@ def load_study(path: str | Path) -> Study:
 
 
 def _check_baselines(study: Study) -> None:
-    """A block's `baseline` must be one of its variants."""
+    """A block's `baseline` is one of its variants, or a value of one of its grid's keys
+    (`weight_decay=0.0`: each variant against the one equal to it but at that value)."""
     for block in study.blocks:
-        names = [name for name, _ in _variants(block)]
-        if "baseline" in block and block["baseline"] not in names:
-            raise UserError(f"block {block['name']!r}: baseline {block['baseline']!r} is not "
-                            f"one of its variants ({', '.join(names)})")
+        base, names = block.get("baseline"), [name for name, _ in _variants(block)]
+        if base is None or base in names:
+            continue
+        key, _, value = base.partition("=")
+        values = [str(v) for v in block.get("grid", {}).get(key, [])]
+        if value not in values:
+            raise UserError(f"block {block['name']!r}: baseline {base!r} is neither one of its "
+                            f"variants ({', '.join(names)}) nor KEY=VALUE of its grid")
 
 
 def _check_metrics(study: Study) -> None:

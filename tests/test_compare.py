@@ -194,3 +194,22 @@ def test_runs_stored_without_outputs_say_so(runs, cli, assert_one_line_error):
 def test_seeds_that_agree_exactly_cannot_be_tested():
     with pytest.raises(UserError, match="all 3 seeds give 0.1135: no spread"):
         against_figure(_side("collapsed", [0.1135] * 3), 0.1028, "test_accuracy", "source")
+
+
+def test_a_grid_point_baseline_pairs_each_variant_with_its_own():
+    from mnist_lab.report import baseline_of
+    variants = [f"subset={n},weight_decay={w}" for n in (1000, 5000) for w in (0.0, 0.001)]
+    assert baseline_of("subset=5000,weight_decay=0.001", "weight_decay=0.0", variants) == \
+        "subset=5000,weight_decay=0.0"
+    assert baseline_of("subset=1000,weight_decay=0.0", "weight_decay=0.0", variants) == \
+        "subset=1000,weight_decay=0.0"  # itself: not compared
+    assert baseline_of("x", "subset=1000,weight_decay=0.0", variants + ["x"]) == \
+        "subset=1000,weight_decay=0.0"
+
+
+def test_a_baseline_that_is_no_variant_is_refused(tmp_path):
+    from mnist_lab.study import load_study
+    (tmp_path / "s.toml").write_text('name = "s"\n[[blocks]]\nname = "b"\n'
+                                     'baseline = "lr=9"\ngrid = { lr = [0.1, 0.2] }\n')
+    with pytest.raises(UserError, match="baseline 'lr=9' is neither one of its variants"):
+        load_study(tmp_path / "s.toml")
