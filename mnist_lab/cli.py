@@ -144,8 +144,9 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
                        description="Studies: `list` names the studies shipped with mnist-lab, "
                        "`run` trains every variant x seed not yet stored (resumable), `report` "
                        "writes Markdown + HTML with tables and plots from the stored runs, "
-                       "`show` lists the runs and their state.")
-    p.add_argument("action", choices=("list", "run", "report", "show"))
+                       "`show` lists the runs and their state, `new NAME` writes a commented "
+                       "starter study NAME.toml here (`--from STUDY`: a copy of a shipped one).")
+    p.add_argument("action", choices=("list", "new", "run", "report", "show"))
     p.add_argument("study", nargs="?", help="a shipped study's name (see `study list`, e.g. "
                    "compact-cnn) or a study file")
     p.add_argument("-j", "--jobs", type=int, default=1, help="runs in parallel (default: 1)")
@@ -158,6 +159,8 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-run", type=float, default=0.0,
                    help="Ray: GPUs each run asks for (1: one run per GPU; default: 0)")
     p.add_argument("--out", help="report folder (default: <runs-dir>/reports/<study>)")
+    p.add_argument("--from", dest="source", metavar="STUDY",
+                   help="new: start from a copy of this shipped study")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
 

@@ -19,8 +19,16 @@ from pathlib import Path
 from .config import TrainConfig
 from .errors import UserError
 from .metrics import metric
+from .models import model_entry
 
 SHIPPED = Path(__file__).with_name("studies")  # package data: installed with mnist-lab
+# What a study file may say, and of what type: anything else is a mistake, named in one line.
+TOP_KEYS = {"name": str, "title": str, "source": str, "seeds": list, "notes": str, "base": dict,
+            "blocks": list}
+BLOCK_KEYS = {"name": str, "title": str, "notes": str, "base": dict, "grid": dict,
+              "variants": list, "seeds": list, "table": list, "plots": list, "reference": dict,
+              "select_by": str, "selected_reference": str, "selected_figure": float,
+              "baseline": str, "compare": str}
 
 # --quick: what every study shrinks to so CI can exercise each file in seconds.
 QUICK = {"epochs": 1, "test_subset": 500}
@@ -80,21 +88,53 @@ def load_study(path: str | Path) -> Study:
         raise UserError(f"{path}: no such study file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid TOML ({e})") from None
-    missing = [k for k in ("name", "blocks") if k not in doc]
-    if missing:
-        raise UserError(f"{path}: missing {', '.join(missing)}")
-    study = Study(name=doc["name"], title=doc.get("title", doc["name"]),
-                  source=doc.get("source", ""), seeds=doc.get("seeds", [0]),
-                  base=doc.get("base", {}), blocks=doc["blocks"], path=path,
-                  notes=doc.get("notes", ""))
-    for run in expand(study):
-        run.config.validate()
     try:
+        _check_keys(doc)
+        study = Study(name=doc["name"], title=doc.get("title", doc["name"]),
+                      source=doc.get("source", ""), seeds=doc.get("seeds", [0]),
+                      base=doc.get("base", {}), blocks=doc["blocks"], path=path,
+                      notes=doc.get("notes", ""))
+        for run in expand(study):
+            run.config.validate()
+            model_entry(run.config.model)
         _check_metrics(study)
         _check_baselines(study)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     return study
+
+
+def _typed(where: str, d: dict, keys: dict[str, type]) -> None:
+    """Every key known, every value of its type (an int is a float too)."""
+    for key, value in d.items():
+        if key not in keys:
+            raise UserError(f"{where}unknown key {key!r} (known: {', '.join(keys)})")
+        want = keys[key]
+        if not isinstance(value, want) and not (want is float and isinstance(value, int)):
+            raise UserError(f"{where}{key!r} must be a {want.__name__}, got "
+                            f"{type(value).__name__} {value!r}")
+
+
+def _check_keys(doc: dict) -> None:
+    """The file's structure: known keys of the right types, grids with values, variants with
+    distinct names."""
+    missing = [k for k in ("name", "blocks") if k not in doc]
+    if missing:
+        raise UserError(f"missing {', '.join(missing)}")
+    _typed("", doc, TOP_KEYS)
+    for i, block in enumerate(doc["blocks"]):
+        if not isinstance(block, dict) or "name" not in block:
+            raise UserError(f"block {i + 1} needs a name")
+        where = f"block {block['name']!r}: "
+        _typed(where, block, BLOCK_KEYS)
+        for key, values in block.get("grid", {}).items():
+            if not isinstance(values, list) or not values:
+                raise UserError(f"{where}grid key {key!r} needs a non-empty list of values")
+        names = [v.get("name") for v in block.get("variants", []) if isinstance(v, dict)]
+        if len(names) != len(block.get("variants", [])) or None in names:
+            raise UserError(f"{where}every variant needs a name")
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise UserError(f"{where}duplicate variant name {dupes[0]!r}")
 
 
 def _check_baselines(study: Study) -> None:

@@ -26,6 +26,50 @@ def _list() -> None:
     print(table(["study", "runs", "title"], rows, right={1}))
 
 
+STARTER = '''# A study of your own: `mnist-lab study run {name}.toml --quick` tries it in a minute,
+# `mnist-lab study run {name}.toml -j 2` trains it, `mnist-lab study report {name}.toml`
+# writes its report. Keys are TrainConfig fields (`mnist-lab train --help` lists them).
+name = "{name}"
+title = "{name}: what it asks"
+source = "where the question comes from"
+seeds = [0, 1, 2]            # every variant runs once per seed; reports give mean ± std
+
+[base]                       # what every run shares (overrides of the train defaults)
+epochs = 5
+
+[[blocks]]
+name = "main"
+title = "The question, as a table"
+baseline = "default"         # each variant is tested against this one (t-test over seeds)
+table = ["test_accuracy", "best_test_accuracy", "wall_seconds"]
+plots = [{{ kind = "curves", metrics = ["train_accuracy", "test_accuracy"] }}]
+
+[[blocks.variants]]
+name = "default"             # the defaults: compact_step3, SGD + one-cycle, light augmentation
+
+[[blocks.variants]]
+name = "no-augmentation"
+rotate = 0.0
+translate = 0.0
+'''
+
+
+def _new(name: str, source: str | None) -> Path:
+    """Write NAME.toml here: a commented starter, or a copy of a shipped study renamed."""
+    path = Path(f"{name}.toml")
+    if path.exists():
+        raise UserError(f"{path} exists; pick another name or remove it")
+    if source:
+        text = find_study(source).read_text()
+        text = text.replace(f'name = "{load_study(find_study(source)).name}"',
+                            f'name = "{name}"', 1)
+    else:
+        text = STARTER.format(name=name)
+    path.write_text(text)
+    load_study(path)  # what it wrote is a valid study
+    return path
+
+
 def _show(study: Study, store: Store, quick: bool) -> None:
     """Print every run of the study as stored or pending (with the epochs a snapshot keeps)."""
     todo, keys, rows = {r.config.key() for r in pending(study, store, quick)}, set(), []
@@ -77,6 +121,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     """List the shipped studies, or run, show or report on one."""
     if args.action == "list":
         _list()
+        return 0
+    if args.action == "new":
+        if not args.study:
+            raise UserError("study new needs a name: mnist-lab study new NAME [--from STUDY]")
+        print(f"wrote {_new(args.study, args.source)}")
         return 0
     if not args.study:
         raise UserError(f"study {args.action} needs a study: a file, or one of "

@@ -265,3 +265,46 @@ def test_study_cli_bad_files(tmp_path, content, phrase, cli):
     code, _, err = cli("study", "run", str(path), "--runs-dir", str(tmp_path / "r"))
     assert code == 2 and phrase in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "runs.db").exists()
+
+
+GOOD_BLOCK = '[[blocks]]\nname = "b"\n'
+
+
+@pytest.mark.parametrize("text, phrase", [
+    ('name = "s"\nnmae = 1\n' + GOOD_BLOCK, "unknown key 'nmae' (known: name, title"),
+    ('name = "s"\nseeds = "0"\n' + GOOD_BLOCK, "'seeds' must be a list, got str '0'"),
+    ('name = "s"\n[[blocks]]\nname = "b"\ntabel = ["test_accuracy"]\n',
+     "block 'b': unknown key 'tabel'"),
+    ('name = "s"\n[[blocks]]\nname = "b"\nbaseline = 3\n', "'baseline' must be a str, got int"),
+    ('name = "s"\n[base]\nmodle = "mlp"\n' + GOOD_BLOCK, "unknown config key(s): modle"),
+    ('name = "s"\n[base]\nmodel = "resnet9000"\n' + GOOD_BLOCK, "unknown model 'resnet9000'"),
+    ('name = "s"\n[[blocks]]\nname = "b"\ngrid = { lr = [] }\n',
+     "block 'b': grid key 'lr' needs a non-empty list"),
+    ('name = "s"\n[[blocks]]\nname = "b"\n[[blocks.variants]]\nname = "v"\n'
+     '[[blocks.variants]]\nname = "v"\nlr = 0.2\n', "block 'b': duplicate variant name 'v'"),
+    ('name = "s"\n[[blocks]]\nname = "b"\n[[blocks.variants]]\nlr = 0.2\n',
+     "every variant needs a name"),
+    ('name = "s"\n[[blocks]]\nname = \n', "not valid TOML (Invalid value (at line 3, column 8))"),
+])
+def test_a_malformed_study_file_is_one_line(tmp_path, text, phrase, cli, assert_one_line_error):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code, out, err = cli("study", "run", path, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(code, err, phrase)
+    assert str(path) in err and out == "" and not (tmp_path / "runs").exists()
+
+
+def test_study_new_writes_a_starter_that_runs(tmp_path, monkeypatch, data_root, cli,
+                                              assert_one_line_error):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli("study", "new", "mine")
+    assert code == 0 and out.strip() == "wrote mine.toml"
+    assert load_study("mine.toml").blocks[0]["baseline"] == "default"
+    code, out, err = cli("study", "run", "mine.toml", "--quick", "--no-progress",
+                         "--data-dir", data_root, "--runs-dir", tmp_path / "runs")
+    assert code == 0 and "2 complete" in out, err
+    code, _, err = cli("study", "new", "mine")
+    assert_one_line_error(code, err, "mine.toml exists")
+    code, _, _ = cli("study", "new", "cc", "--from", "compact-cnn")
+    assert code == 0 and load_study("cc.toml").name == "cc"
+    assert len(expand(load_study("cc.toml"))) == len(expand(load_study(find_study("compact-cnn"))))
