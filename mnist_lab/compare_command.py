@@ -1,7 +1,8 @@
 """`mnist-lab compare`: is B better than A? Runs, study variants or a whole study, from the store.
 
 Each side is a run id (or unique prefix) or a study variant, `STUDY/VARIANT` (its stored seeds);
-a study name with `--baseline VARIANT` compares every variant of the baseline's block with it.
+a study name with `--baseline VARIANT` compares every variant of the baseline's block with it
+(or, given a grid point such as `weight_decay=0.0`, each variant with its own at that value).
 Nothing is re-evaluated: metrics come from the records, test-set predictions from the stored
 outputs.
 """
@@ -17,6 +18,7 @@ from .commands import table, write_json
 from .compare import Comparison, Side, holm, on_test_set, over_seeds
 from .errors import UserError
 from .metrics import METRICS, TestOutputs, metric
+from .report import baseline_of
 from .store import Store
 from .study import expand, find_study, load_study
 
@@ -49,25 +51,32 @@ def _outputs(store: Store, runs: list) -> TestOutputs | None:
     return TestOutputs(mean, stored[0].labels)
 
 
-def _sides(store: Store, args: argparse.Namespace) -> tuple[Side, list[Side]]:
-    """The reference side and the sides compared with it."""
+def _baseline_pairs(store: Store, args: argparse.Namespace) -> list[tuple[Side, Side]]:
+    """Every variant of the block holding the baseline against its baseline (a variant, or a
+    grid point such as weight_decay=0.0: each variant against its own at that value)."""
+    if len(args.sides) != 1:
+        raise UserError("--baseline takes one study name: compare STUDY --baseline VARIANT")
+    name, runs = args.sides[0], expand(load_study(find_study(args.sides[0])), args.quick)
+    blocks = dict.fromkeys(r.block for r in runs)
+    for block in blocks:
+        variants = list(dict.fromkeys(r.variant for r in runs if r.block == block))
+        pairs = [(base, v) for v in variants
+                 if (base := baseline_of(v, args.baseline, variants)) not in (None, v)]
+        if pairs:
+            return [(_side(store, f"{name}/{a}", args.quick), _side(store, f"{name}/{b}",
+                                                                     args.quick))
+                    for a, b in pairs]
+    raise UserError(f"{name}: no block has a variant {args.baseline!r} to compare with")
+
+
+def _pairs(store: Store, args: argparse.Namespace) -> list[tuple[Side, Side]]:
+    """(A, B) for each comparison asked for: B, C, ... each against A, or against a baseline."""
     if args.baseline:
-        if len(args.sides) != 1:
-            raise UserError("--baseline takes one study name: compare STUDY --baseline VARIANT")
-        study = load_study(find_study(args.sides[0]))
-        block = next((b for r in expand(study, args.quick) if r.variant == args.baseline
-                      for b in [r.block]), None)
-        if block is None:
-            raise UserError(f"study {study.name} has no variant {args.baseline!r}")
-        names = dict.fromkeys(r.variant for r in expand(study, args.quick) if r.block == block)
-        others = [v for v in names if v != args.baseline]
-        name = args.sides[0]  # as given: a shipped study's name or a file
-        return (_side(store, f"{name}/{args.baseline}", args.quick),
-                [_side(store, f"{name}/{v}", args.quick) for v in others])
+        return _baseline_pairs(store, args)
     if len(args.sides) < 2:
         raise UserError("compare needs two sides or more: A B [C ...] (or STUDY --baseline V)")
-    return (_side(store, args.sides[0], args.quick),
-            [_side(store, s, args.quick) for s in args.sides[1:]])
+    first = _side(store, args.sides[0], args.quick)
+    return [(first, _side(store, s, args.quick)) for s in args.sides[1:]]
 
 
 def _compare(a: Side, b: Side, args: argparse.Namespace) -> Comparison:
@@ -96,8 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Compare runs or variants; print a table and a verdict per pair."""
     metric(args.metric)
     with Store(args.runs_dir) as store:
-        reference, others = _sides(store, args)
-        comparisons = holm([_compare(reference, b, args) for b in others])
+        comparisons = holm([_compare(a, b, args) for a, b in _pairs(store, args)])
     if args.json:
         write_json({"comparisons": [dataclasses.asdict(c) | {"verdict": c.verdict(),
                                                              "significant": c.significant}

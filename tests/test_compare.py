@@ -213,3 +213,10 @@ def test_a_baseline_that_is_no_variant_is_refused(tmp_path):
                                      'baseline = "lr=9"\ngrid = { lr = [0.1, 0.2] }\n')
     with pytest.raises(UserError, match="baseline 'lr=9' is neither one of its variants"):
         load_study(tmp_path / "s.toml")
+
+
+def test_compare_baseline_by_name_and_an_unknown_one(runs, cli):
+    code, out, err = _compare(cli, runs[0], "s.toml", "--baseline", "softmax")
+    assert code == 0, err
+    code, _, err = _compare(cli, runs[0], "s.toml", "--baseline", "nosuch")
+    assert code == 2 and "no block has a variant 'nosuch'" in err
