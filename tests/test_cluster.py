@@ -30,7 +30,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
 def cluster(tmp_path_factory, data_root) -> tuple[dict, Path]:
     """What tests/ray_cluster.py saw, and the store folder its studies wrote to."""
     runs = tmp_path_factory.mktemp("cluster") / "runs"
-    done = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc",
+    # --kill-child: if this test is stopped (timeout, Ctrl-C), the namespace and cluster die too
+    done = subprocess.run(["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child",
                            sys.executable, str(HERE / "ray_cluster.py"), str(runs),
                            str(data_root), "augmentation", str(KILL_STUDY)],
                           capture_output=True, text=True, timeout=1200)
