@@ -96,7 +96,7 @@ def _why(address: str | None, error: BaseException, log: str) -> str:
     return f"cannot connect to the Ray cluster at {address or '(local)'}: {first}"
 
 
-def _one_line_cluster_errors(ray) -> None:
+def _one_line_cluster_errors(ray: ModuleType) -> None:
     """Ray prints each cluster error to the driver's stdout, a dead node's with the last lines
     of its raylet's log (some fifty lines); keep the sentence that says what happened, on
     stderr, so the study's own output stays readable. (Ray has no switch for this: its driver
@@ -107,8 +107,10 @@ def _one_line_cluster_errors(ray) -> None:
 
     def first_sentence(data: dict, ignore_prefix: bool = False) -> None:
         for message in data.get("lines", [])[:1]:
-            text = re.sub(r"\x1b\[[0-9;]*m", "", str(message)).strip().splitlines()[0]
-            print(f"ray: {text.split(' Possible reasons')[0][:200]}", file=sys.stderr)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(message)).strip()
+            if text:
+                first = text.splitlines()[0].split(" Possible reasons")[0]
+                print(f"ray: {first[:200]}", file=sys.stderr)
 
     worker.print_to_stdstream = first_sentence
 
