@@ -80,9 +80,10 @@ class Comparison:
         """One line in words, generated from the numbers."""
         pp = METRICS[self.metric].kind == "fraction"
         unit, scale = (" pp", 100.0) if pp else ("", 1.0)
+        d = 2 if pp else 4  # decimals: 0.15 pp, a loss 0.0068
         p = self.p_holm if self.p_holm is not None else self.p_value
         holm = ", Holm" if self.p_holm is not None else ""
-        ci = f"95% CI {scale * self.ci_low:+.2f} to {scale * self.ci_high:+.2f}{unit}"
+        ci = f"95% CI {scale * self.ci_low:+.{d}f} to {scale * self.ci_high:+.{d}f}{unit}"
         sides = (f"{self.n_b} vs {self.n_a} seeds" if self.test != "one-sample t"
                  else f"{self.n_b} seeds")
         detail = f"({ci}, p = {_p(p)}{holm}, {self.test}, {sides})"
@@ -90,14 +91,14 @@ class Comparison:
             better = self.difference > 0 if METRICS[self.metric].higher_is_better else \
                 self.difference < 0
             winner, loser = (self.b, self.a) if better else (self.a, self.b)
-            return (f"{winner} beats {loser} by {scale * abs(self.difference):.2f}{unit} "
+            return (f"{winner} beats {loser} by {scale * abs(self.difference):.{d}f}{unit} "
                     f"on {self.metric} {detail}")
         need = (f"; about {self.seeds_needed} seeds per side would detect it"
                 if self.seeds_needed else
                 f"; not detectable with fewer than {MAX_SEEDS} seeds"
                 if self.test in ("Welch's t", "paired t") else "")
         n = self.n_b if self.test == "one-sample t" else min(self.n_a, self.n_b)
-        return (f"{self.b} vs {self.a}: {scale * self.difference:+.2f}{unit} on {self.metric}, "
+        return (f"{self.b} vs {self.a}: {scale * self.difference:+.{d}f}{unit} on {self.metric}, "
                 f"not established at n = {n} {detail}{need}")
 
 
