@@ -139,7 +139,7 @@ def _add_sharing_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_study_command(sub: argparse._SubParsersAction) -> None:
-    """study list | run | report | show."""
+    """study list | new | run | report | show."""
     p = sub.add_parser("study", help="run a study file, or report on its stored runs",
                        description="Studies: `list` names the studies shipped with mnist-lab, "
                        "`run` trains every variant x seed not yet stored (resumable), `report` "
@@ -176,7 +176,7 @@ def _add_compare_command(sub: argparse._SubParsersAction) -> None:
                        "exact test on the test predictions. Several pairs are Holm-corrected.")
     p.add_argument("sides", nargs="+", metavar="SIDE", help="A B [C ...], or STUDY")
     p.add_argument("--baseline", metavar="VARIANT", help="compare every variant of a study "
-                   "with this one")
+                   "with this one, or with its own at a grid point (e.g. weight_decay=0.0)")
     p.add_argument("--metric", default="test_accuracy", help="metric to compare over seeds "
                    "(default: test_accuracy)")
     p.add_argument("--test", choices=("auto", "t", "mcnemar"), default="auto",
