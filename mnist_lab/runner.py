@@ -91,8 +91,9 @@ def run_study(study: Study, store: Store, ctx: RunContext, quick: bool = False,
               executor: Executor = Executor()) -> dict[str, int]:
     """Run every pending run of the study; store each record as it arrives; count statuses."""
     todo, name = pending(study, store, quick), study.store_name(quick)
-    # N workers share the cores: each gets cores // N threads so they do not oversubscribe.
-    threads = max(1, (os.cpu_count() or 1) // executor.jobs)
+    # N workers share the cores this process may use (taskset, cgroups): each gets cores // N
+    # threads so they do not oversubscribe.
+    threads = max(1, len(os.sched_getaffinity(0)) // executor.jobs)
     local = executor.kind == "local"  # a Ray worker's disk is not the driver's: no snapshots
     tasks = [(dataclasses.replace(run.config, threads=threads),
               dataclasses.replace(ctx, progress=False, snapshot=str(
