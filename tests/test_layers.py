@@ -14,37 +14,57 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_lab"
 # Floors, lowest first: a module may import its own floor and those below, never above.
 FLOORS = [
     {"__init__", "errors", "config", "data", "metrics", "envinfo", "snapshot", "augment",
-     "models", "optim", "evaluate", "preprocess", "study"},
+     "models", "optim", "evaluate", "preprocess", "study", "robust", "robust.corruptions",
+     "robust.calibration", "robust.attacks", "robust.saliency", "robust.corrupted_set"},
     {"train"},
     {"record", "store"},
     {"worker", "runner", "cluster", "inference", "compare", "document", "plots", "report",
-     "export", "serve"},
-    {"commands", "study_commands", "compare_command", "cli"},
+     "export", "serve", "robust.suites", "robust.figures"},
+    {"commands", "study_commands", "compare_command", "suite_command", "cli"},
 ]
 FLOOR = {name: i for i, floor in enumerate(FLOORS) for name in floor}
 # Modules that use a stored model: predicting, serving or exporting must not pull in training.
 NO_TRAINER = ("record", "store", "inference", "serve", "export")
 
 
+def _name(path: Path) -> str:
+    """A module's name inside the package: `train`, or `robust.attacks` in a subpackage."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
+def _resolve(base: list[str], dotted: str) -> str:
+    """The package module a dotted name under `base` is: a module file, a subpackage (its
+    __init__), or the deepest of those that holds it (a name the package defines)."""
+    parts = base + [p for p in dotted.split(".") if p]
+    while parts:
+        path = PACKAGE.joinpath(*parts)
+        if path.with_suffix(".py").exists() or (path / "__init__.py").exists():
+            return ".".join(parts)
+        parts = parts[:-1]
+    return "__init__"
+
+
 def _imports(path: Path) -> set[str]:
     """Modules of the package that a file imports, anywhere in it."""
+    here = list(path.relative_to(PACKAGE).parent.parts)
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:  # from . import x: a module, or a name the package itself defines
-                found |= {a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__"
-                          for a in node.names}
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - (node.level - 1)]
+            mod = node.module or ""
+            # from . import x: x may be a module, or a name the package defines
+            found |= ({_resolve(base, f"{mod}.{a.name}") for a in node.names} if not mod
+                      else {_resolve(base, mod)})
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_lab."):
-            found.add(node.module.split(".")[1])
+            found.add(_resolve([], node.module.removeprefix("mnist_lab.")))
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names
+            found |= {_resolve([], a.name.removeprefix("mnist_lab.")) for a in node.names
                       if a.name.startswith("mnist_lab.")}
-    return found
+    return found - {""}
 
 
-GRAPH = {p.stem: _imports(p) for p in PACKAGE.glob("*.py")}
+GRAPH = {_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
 
 
 def _reach(start: str) -> set[str]:

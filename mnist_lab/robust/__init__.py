@@ -1,0 +1,1 @@
+"""How a model fails beyond clean accuracy: corruptions, calibration, attacks, explanations."""
