@@ -55,13 +55,22 @@ def random_affine(x: torch.Tensor, aug: Augment, g: torch.Generator) -> torch.Te
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def pixels(images: torch.Tensor, aug: Augment | None = None,
+           g: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 [N, H, W] -> float pixels in [0, 1], [N, 1, H, W], augmented when `aug` is active.
+
+    Apart from `prepare`, for what works in pixel space: adversarial training attacks here.
+    """
+    x = images.unsqueeze(1).float().div_(255)
+    if aug is not None and aug.active:
+        x = random_affine(x, aug, g if g is not None else torch.default_generator)
+    return x
+
+
 def prepare(images: torch.Tensor, stats: InputStats, aug: Augment | None = None,
             g: torch.Generator | None = None) -> torch.Tensor:
     """uint8 [N, H, W] -> normalised float [N, 1, H, W], augmented when `aug` is active.
 
     The result is channels-last, the layout the models run in (see train.py).
     """
-    x = images.unsqueeze(1).float().div_(255)
-    if aug is not None and aug.active:
-        x = random_affine(x, aug, g if g is not None else torch.default_generator)
-    return stats.standardise(x).contiguous(memory_format=torch.channels_last)
+    return stats.standardise(pixels(images, aug, g)).contiguous(memory_format=torch.channels_last)

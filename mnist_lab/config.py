@@ -16,6 +16,7 @@ from .errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULERS = ("none", "step", "onecycle", "cosine")
+ADVERSARIAL = ("none", "fgsm", "pgd")  # "none" and the attacks of robust/attacks.py
 FLOAT32_MAX = 3.4028234663852886e38  # torch trains in float32: a larger number cannot be used
 
 
@@ -64,6 +65,16 @@ class TrainConfig:
     # changed from their default, so adding a setting does not orphan every stored run.
     normalize: bool = _f(True, "standardise pixels with the dataset's mean and std (false: "
                                "raw [0, 1] pixels, as the linear/MLP source)", late=True)
+    adversarial: str = _f("none", "adversarial training: train on attack examples made against "
+                                  "the current model (none: clean images)",
+                          choices=ADVERSARIAL, late=True)
+    epsilon: float = _f(0.3, "adversarial training: L-infinity radius in pixel space [0, 1] "
+                             "(0.3: Madry et al.'s MNIST threat model)", late=True)
+    # 7, not Madry et al.'s 40: each attack step costs about a training step, so 40 would make
+    # training ~40x slower on 2 CPU cores; 7 steps of 2.5*eps/7 still cross the whole ball.
+    attack_steps: int = _f(7, "adversarial training: PGD steps per batch, each of "
+                              "2.5*epsilon/steps (Madry et al.'s MNIST model: 40 steps of "
+                              "0.01; 7 keeps a step ~8x, not ~40x, a clean one)", late=True)
 
     def validate(self) -> TrainConfig:
         """Raise UserError on values no run could use; return self."""
@@ -87,6 +98,11 @@ class TrainConfig:
              "val_size, subset and test_subset must be >= 0"),
             (0 <= self.stop_at_accuracy <= 1, "stop_at_accuracy is a fraction in [0, 1]"),
             (self.threads >= 0, "threads must be >= 0"),
+            (self.adversarial in ADVERSARIAL,
+             f"adversarial must be one of {', '.join(ADVERSARIAL)}, got {self.adversarial!r}"),
+            (0 <= self.epsilon <= 1, "epsilon is an L-infinity radius on [0, 1] pixels: it must "
+                                     f"be in [0, 1], got {self.epsilon:g}"),
+            (self.attack_steps >= 1, f"attack steps must be >= 1, got {self.attack_steps}"),
         ]
         for ok, message in self._float_checks() + checks:
             if not ok:

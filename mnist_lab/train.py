@@ -21,15 +21,16 @@ from torch import nn
 from tqdm import tqdm
 
 from . import PROCESS_START
-from .augment import Augment, prepare
+from .augment import Augment, pixels, prepare
 from .config import TrainConfig
 from .data import Dataset, Split, balanced_subset, holdout, input_stats
 from .envinfo import environment
 from .errors import UserError
 from .evaluate import Evaluation, evaluate, resolve_device
 from .metrics import Classification, Epoch, TestOutputs, Timing, classify
-from .models import build_model, count_params, model_entry
+from .models import Standardised, build_model, count_params, model_entry
 from .optim import learning_rate, make_optimizer
+from .robust.attacks import frozen, run_attack
 from .snapshot import load_snapshot, save_snapshot
 
 SNAPSHOT_FORMAT = 2  # 2: history in the metric vocabulary of metrics.py
@@ -88,6 +89,10 @@ class _Trainer:
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
         self.opt = make_optimizer(cfg, self.model)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        # Attacks perturb pixels in [0, 1]: they see the model with its standardisation inside,
+        # as robust_accuracy does at test time, so epsilon means the same in both.
+        self.attacked = (Standardised(self.model, self.stats) if cfg.adversarial != "none"
+                         else None)
         self.images = self.train_split.images.to(device)
         self.labels = self.train_split.labels.to(device)
         self.steps_per_epoch = math.ceil(len(self.train_split) / cfg.batch_size)
@@ -107,8 +112,7 @@ class _Trainer:
             lr = learning_rate(cfg, self.step, total, self.steps_per_epoch)
             for group in self.opt.param_groups:
                 group["lr"] = lr
-            x = prepare(self.images[idx], self.stats, self.aug, self.gen)
-            y = self.labels[idx]
+            x, y = self.batch(idx), self.labels[idx]
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
             penalty = cfg.l2 * sum((w ** 2).sum() for w in weights) if cfg.l2 else 0.0
@@ -117,6 +121,7 @@ class _Trainer:
             if not _step(self.opt):
                 return math.nan, math.nan, lr
             loss_sum += loss.detach() * len(idx)
+            # under adversarial training: loss and accuracy on the attack examples, not clean
             correct += (out.argmax(1) == y).sum()
             self.step += 1
             self.images_seen += len(idx)
@@ -125,6 +130,23 @@ class _Trainer:
                 return math.nan, math.nan, lr
         n = len(perm)
         return float(loss_sum) / n, float(correct) / n, lr
+
+    def batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """The model input for the training images at idx: augmented and standardised, and
+        under adversarial training replaced by attack examples against the current model."""
+        if self.attacked is None:
+            return prepare(self.images[idx], self.stats, self.aug, self.gen)
+        cfg = self.cfg
+        x = pixels(self.images[idx], self.aug, self.gen)
+        # The attack runs in eval mode, as in the Madry lab's robustness library and TRADES:
+        # in train mode its forward passes would pull batch norm's running statistics towards
+        # the half-made attack images, and dropout would attack a different net at each step.
+        # The random start draws from self.gen, after the augmentation: runs stay reproducible
+        # and resume exactly.
+        with frozen(self.attacked):
+            x = run_attack(cfg.adversarial, self.attacked, x, self.labels[idx], cfg.epsilon,
+                           steps=cfg.attack_steps, generator=self.gen)
+        return self.stats.standardise(x).contiguous(memory_format=torch.channels_last)
 
     def state(self, history: list[Epoch], clock: dict) -> dict:
         """Everything a resumed run needs to go on exactly as if it had never stopped."""
@@ -280,6 +302,9 @@ def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if model_entry(cfg.model).kind == "classical":
+        if cfg.adversarial != "none":
+            raise UserError(f"adversarial training needs a torch model; {cfg.model!r} is a "
+                            "scikit-learn one")
         return _fit_classical(cfg, data)
     device = resolve_device(cfg.device)
     if device.type == "cuda":
