@@ -29,6 +29,10 @@ STROKES = {  # in canvas pixels; each stroke is one press, moves, release
 }
 DONE = ("() => document.getElementById('digit').dataset.version"
         " === document.getElementById('pad').dataset.version")
+# pixels of the saliency canvas tinted red (evidence for the digit): red well above green
+RED_PIXELS = ("() => { const d = document.getElementById('saliency').getContext('2d')"
+              ".getImageData(0, 0, 28, 28).data; let n = 0;"
+              " for (let i = 0; i < d.length; i += 4) n += d[i] > d[i + 1] + 60; return n; }")
 
 
 MISSING = ("playwright is not installed" if importlib.util.find_spec("playwright") is None
@@ -126,6 +130,31 @@ def test_bars_preview_and_picker(page, stored_runs):
     page.select_option("#model", stored_runs.small.id)
     page.wait_for_function(f"() => document.getElementById('status').textContent"
                            f" === 'model {stored_runs.small.id}'")
+
+
+def test_saliency_beside_the_bars(page):
+    """The map of what the model looked at shows beside its input, red on the strokes."""
+    digit = draw(page, STROKES["7"])
+    assert page.locator("#saliency").is_visible()
+    assert page.evaluate(RED_PIXELS) >= 10
+    caption = page.inner_text("#why-caption")
+    assert "integrated gradients" in caption and f"class {digit}" in caption
+    seen, heat = (page.locator(s).bounding_box() for s in ("#seen", "#saliency"))
+    assert heat["x"] >= seen["x"] + seen["width"] and heat["y"] == pytest.approx(seen["y"])
+    page.click("#clear")
+    assert not page.locator("#why").is_visible()
+
+
+def test_no_saliency_is_explained(page):
+    """A model without gradients answers saliency: null: the page says so, with no map."""
+    def without_saliency(route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "saliency": None})
+
+    page.route("**/predict*", without_saliency)
+    assert draw(page, STROKES["1"]) == "1"
+    assert not page.locator("#saliency").is_visible()
+    assert "no gradients" in page.inner_text("#why-caption")
 
 
 def test_clear_then_redraw(page):

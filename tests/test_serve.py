@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,7 @@ from PIL import Image
 from mnist_lab import serve
 from mnist_lab.inference import Classifier
 from mnist_lab.preprocess import load_image, to_mnist
+from mnist_lab.robust.saliency import saliency, signed_map
 from mnist_lab.serve import MAX_BODY, create_app
 
 # Hypothesis keeps caches in ./.hypothesis, from collection on: keep them out of the checkout
@@ -161,6 +163,29 @@ def test_json_array_is_the_input_as_is(client, tests10):
     assert correct >= 9
 
 
+def test_saliency_of_the_predicted_digit(client, stored_runs, tests10):
+    """28x28 integrated gradients of the input for the predicted digit, in [-1, 1]."""
+    image = tests10[0][0]
+    body = client.post("/predict", json={"image": image.tolist()}).json()
+    seen = np.array(body["saliency"])
+    assert seen.shape == (28, 28) and np.abs(seen).max() == 1
+    assert not seen[image == 0].any()  # the black baseline: the background has no saliency
+    assert seen[image > 0].sum() > 0  # the ink is, on the whole, evidence for the digit
+    assert all(round(v, 3) == v for row in body["saliency"] for v in row)
+    x = torch.from_numpy(image).float().div(255)[None, None]
+    attr = saliency(Classifier(stored_runs.best.checkpoint).net, x, body["digit"])
+    assert seen == pytest.approx(signed_map(attr[0]), abs=1e-3)
+    png_body = upload(client, png(image)).json()  # uploads get a map of what the model saw
+    assert np.array(png_body["saliency"]).shape == (28, 28)
+
+
+def test_saliency_null_without_gradients(client, tests10, monkeypatch):
+    """A model without gradients (scikit-learn) answers saliency: null, the rest as ever."""
+    monkeypatch.setattr(serve, "saliency", lambda *args, **kw: None)
+    body = client.post("/predict", json={"image": tests10[0][0].tolist()}).json()
+    assert body["saliency"] is None and len(body["probabilities"]) == 10
+
+
 def test_json_floats_are_rounded(client, tests10):
     image = tests10[0][0]
     response = client.post("/predict", json={"image": (image * 0.999).tolist()})
@@ -244,6 +269,9 @@ def test_openapi_documents_both_inputs(client):
     content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert set(content) == {"multipart/form-data", "application/json"}
     assert "/models" in spec["paths"]
+    answer = spec["components"]["schemas"]["Prediction"]
+    assert "saliency" in answer["required"]
+    assert "integrated gradients" in answer["properties"]["saliency"]["description"]
 
 
 def test_openapi_declares_every_error(client):

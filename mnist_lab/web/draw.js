@@ -6,6 +6,9 @@
 const pad = document.getElementById("pad");
 const ink = pad.getContext("2d");
 const seen = document.getElementById("seen").getContext("2d");
+const heat = document.getElementById("saliency").getContext("2d");
+const why = document.getElementById("why");
+const whyCaption = document.getElementById("why-caption");
 const digit = document.getElementById("digit");
 const picker = document.getElementById("model");
 const statusLine = document.getElementById("status");
@@ -18,6 +21,8 @@ let busy = false;
 let again = false;
 
 const percent = (x) => `${(100 * x).toFixed(1)}%`;
+const FOR = [200, 20, 20]; // red: ink that is evidence for the predicted digit
+const AGAINST = [30, 90, 200]; // blue: ink that argues against it
 
 function buildBars() {
   const list = document.getElementById("bars");
@@ -51,7 +56,33 @@ function showResult(result, message) {
     result.input.flat().forEach((v, i) => image.data.set([v, v, v, 255], 4 * i));
   }
   seen.putImageData(image, 0, 0);
+  showSaliency(result);
   statusLine.textContent = message;
+}
+
+// The API's saliency is integrated gradients of the predicted digit, scaled into [-1, 1]; it is
+// drawn over the digit as faint grey ink on white. Its square root sets the colour's strength:
+// linear, all but the few strongest pixels fade out, and the map reads as a handful of dots.
+function showSaliency(result) {
+  why.hidden = result === null;
+  if (!result) return;
+  const map = result.saliency;
+  heat.canvas.hidden = map === null;
+  if (map === null) {
+    whyCaption.textContent = "No saliency: this model has no gradients (scikit-learn).";
+    return;
+  }
+  whyCaption.textContent = `integrated gradients for class ${result.digit}: red for it, blue`
+    + " against";
+  const pixels = result.input.flat();
+  const image = heat.createImageData(28, 28);
+  map.flat().forEach((s, i) => {
+    const paper = 255 - 0.3 * pixels[i];
+    const [tint, a] = [s > 0 ? FOR : AGAINST, Math.sqrt(Math.abs(s))];
+    const rgb = tint.map((c) => Math.round(paper + a * (c - paper)));
+    image.data.set([...rgb, 255], 4 * i);
+  });
+  heat.putImageData(image, 0, 0);
 }
 
 function clearPad() {
