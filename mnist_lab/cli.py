@@ -83,11 +83,13 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("evaluate", help="evaluate a stored model on the test set",
-                       description="Evaluate a stored run's model (or a checkpoint file's) on "
-                       "the test set of its dataset.")
+    p = sub.add_parser("evaluate", help="evaluate a stored model: test set, or robustness "
+                       "suites", description="Evaluate a stored run's model (or a checkpoint "
+                       "file's) on the test set of its dataset; with --suite, how it fails "
+                       "beyond clean accuracy (stored with the run, measured once).")
     p.add_argument("source", metavar="RUN_ID_OR_CHECKPOINT",
                    help="run id (or unique prefix), or a .safetensors checkpoint")
+    _add_suite_flags(p)
     _common(p)
 
     p = sub.add_parser("predict", help="classify PNG/JPEG images of digits",
@@ -108,6 +110,25 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_id", nargs="?", help="run id (or unique prefix) for `show`")
     p.add_argument("--study", help="only runs of this study")
     _common(p, data=False)
+
+
+def _add_suite_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("robustness suites (docs/USAGE.md, 'how a model fails')")
+    g.add_argument("--suite", help="corruptions (15 MNIST-C-style corruptions), calibration "
+                   "(ECE, NLL, Brier, temperature scaling), adversarial (FGSM, PGD; torch "
+                   "models), explanations (confident mistakes, saliency), or all; "
+                   "comma-separated for several")
+    g.add_argument("--force", action="store_true", help="measure again even if stored")
+    g.add_argument("--attack-images", type=int, default=1000, help="adversarial: attack the "
+                   "first N test images (default: 1000, up to 10000)")
+    g.add_argument("--epsilon", type=float, action="append", help="adversarial: an L-inf "
+                   "radius in pixel scale [0, 1] (repeatable; default: 0.05 0.1 0.2 0.3)")
+    g.add_argument("--pgd-steps", type=int, default=40, help="adversarial: PGD steps "
+                   "(default: 40)")
+    g.add_argument("--corruption-seed", type=int, default=0, help="corruptions: the seed of "
+                   "the corrupted test set (default: 0)")
+    g.add_argument("--out", help="folder for the suites' figures (default: "
+                   "<runs-dir>/reports/runs/<run id>)")
 
 
 def _add_sharing_commands(sub: argparse._SubParsersAction) -> None:
@@ -190,6 +211,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "study":
         from .study_commands import cmd_study
         return cmd_study(args)
+    if args.command == "evaluate" and args.suite:
+        from .suite_command import cmd_evaluate_suites
+        return cmd_evaluate_suites(args)
     if args.command == "compare":
         from .compare_command import cmd_compare
         return cmd_compare(args)

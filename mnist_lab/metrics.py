@@ -24,6 +24,7 @@ class Metric:
     kind: str  # fraction (shown as %), loss, count, seconds, rate or value
     help: str
     higher_is_better: bool = True
+    suite: str | None = None  # the evaluation suite that measures it (robust/suites.py)
 
     def format(self, x: float | None) -> str:
         """The value as a person reads it: 99.44%, 0.0274, 7,432, 12.3."""
@@ -44,8 +45,9 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
-def _register(name: str, kind: str, help: str, higher_is_better: bool = True) -> None:  # noqa: A002
-    METRICS[name] = Metric(name, kind, help, higher_is_better)
+def _register(name: str, kind: str, help: str, higher_is_better: bool = True,  # noqa: A002
+              suite: str | None = None) -> None:
+    METRICS[name] = Metric(name, kind, help, higher_is_better, suite)
 
 
 # Per epoch (and, as the last epoch's value, per run)
@@ -72,6 +74,33 @@ _register("peak_rss_mb", "value", "peak resident memory, MB", False)
 _register("macro_precision", "fraction", "mean of per-class precision on test")
 _register("macro_recall", "fraction", "mean of per-class recall on test")
 _register("macro_f1", "fraction", "mean of per-class F1 on test")
+# Measured by `mnist-lab evaluate --suite` (robust/suites.py) and stored with the run
+_register("corruption_accuracy", "fraction", "mean test accuracy over the 15 MNIST-C-style "
+          "corruptions", suite="corruptions")
+_register("worst_corruption_accuracy", "fraction", "test accuracy under the corruption that "
+          "hurts most", suite="corruptions")
+_register("corruption_drop", "fraction", "clean minus mean corrupted test accuracy", False,
+          suite="corruptions")
+_register("ece", "fraction", "expected calibration error on test (15 bins)", False,
+          suite="calibration")
+_register("mce", "fraction", "maximum calibration error on test (15 bins)", False,
+          suite="calibration")
+_register("nll", "loss", "negative log-likelihood on test", False, suite="calibration")
+_register("brier", "loss", "multi-class Brier score on test", False, suite="calibration")
+_register("temperature", "value", "temperature fitted on the validation hold-out",
+          suite="calibration")
+_register("ece_scaled", "fraction", "ECE after temperature scaling", False, suite="calibration")
+_register("nll_scaled", "loss", "test NLL after temperature scaling", False, suite="calibration")
+EPSILONS = (0.05, 0.1, 0.2, 0.3)  # L-inf radii in pixel space [0, 1] that have metric names
+for _attack, _what in (("fgsm", "FGSM"), ("pgd", "PGD (40 steps, random start)")):
+    for _eps in EPSILONS:
+        _register(f"{_attack}_accuracy_{_eps}", "fraction",
+                  f"accuracy under {_what} at L-inf eps = {_eps}", suite="adversarial")
+# The columns a study block's `evaluate = [suite, ...]` adds to its table
+SUITE_COLUMNS = {"corruptions": ("corruption_accuracy", "worst_corruption_accuracy"),
+                 "calibration": ("ece", "ece_scaled"),
+                 "adversarial": ("pgd_accuracy_0.1", "pgd_accuracy_0.3"),
+                 "explanations": ()}
 
 
 def metric(name: str) -> Metric:

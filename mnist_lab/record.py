@@ -28,6 +28,22 @@ _TIMING = tuple(f.name for f in dataclasses.fields(Timing))
 
 
 @dataclass(frozen=True)
+class SuiteResult:
+    """What one evaluation suite measured on a run (robust/suites.py): registered metrics for
+    tables and comparisons, details (per corruption, per bin, per epsilon) for plots."""
+
+    suite: str
+    options: dict  # what it ran with (seed, images, epsilons): same options, not recomputed
+    metrics: dict[str, float | None]
+    details: dict  # JSON-ready
+    created: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return _json_safe(dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
 class StudyLabel:
     """Which study, block, variant and seed a run was trained for."""
 
@@ -79,6 +95,12 @@ class RunRecord:
     # What the model said about each test image: carried from the worker to the store, which
     # keeps it apart from the JSON (Store.outputs); None on records read back.
     outputs: TestOutputs | None = field(default=None, repr=False, compare=False)
+    # A study worker's trained weights (a torch state dict), carried to the driver, which
+    # writes them as the checkpoint; None once stored
+    weights: dict | None = field(default=None, repr=False, compare=False)
+    # Evaluation suites run on the stored model, by suite name; the store keeps them in a
+    # table of their own and attaches them on reading
+    suites: dict[str, SuiteResult] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_outcome(cls, cfg: TrainConfig, outcome: _Outcome,
@@ -118,7 +140,9 @@ class RunRecord:
         Run-level metrics (best epoch, parameters, timing, macro scores) come from their
         fields; every per-epoch metric gives the last epoch's value.
         """
-        metric(name)  # unknown names are an error, not a silent None
+        if metric(name).suite:  # unknown names are an error, not a silent None
+            result = self.suites.get(metric(name).suite)
+            return result.metrics.get(name) if result else None
         if name in _TIMING:
             return getattr(self.timing, name)
         if name in _CLASSIFICATION:
@@ -140,11 +164,14 @@ class RunRecord:
     def to_dict(self) -> dict:
         """JSON-ready (NaN and inf become null), with `final`, the summary, for readers."""
         d = {"schema": SCHEMA, **{f.name: getattr(self, f.name)
-                                  for f in dataclasses.fields(self) if f.name != "outputs"}}
+                                  for f in dataclasses.fields(self)
+                                  if f.name not in ("outputs", "weights", "suites")}}
         d |= {"config": self.config.to_dict(), "history": [e.to_dict() for e in self.history],
               "classification": self.classification and self.classification.to_dict(),
               "timing": dataclasses.asdict(self.timing),
               "label": self.label and dataclasses.asdict(self.label), "final": self.summary()}
+        if self.suites:
+            d["suites"] = {name: s.to_dict() for name, s in self.suites.items()}
         return _json_safe(d)
 
     @classmethod
@@ -159,7 +186,8 @@ class RunRecord:
                             if d.get("classification") else None),
             timing=Timing(**(d.get("timing") or {})), env=d.get("env") or {},
             label=StudyLabel(**d["label"]) if d.get("label") else None,
-            checkpoint=d.get("checkpoint"), error=d.get("error"), traceback=d.get("traceback"))
+            checkpoint=d.get("checkpoint"), error=d.get("error"), traceback=d.get("traceback"),
+            suites={k: SuiteResult(**v) for k, v in (d.get("suites") or {}).items()})
 
 
 def _json_safe(value: object) -> object:

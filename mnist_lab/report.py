@@ -15,9 +15,10 @@ from pathlib import Path
 from .compare import Comparison, Side, against_figure, holm, over_seeds
 from .document import Report, fmt, mean_std
 from .errors import UserError
-from .metrics import METRICS
+from .metrics import METRICS, SUITE_COLUMNS
 from .plots import PLOTS, complete
 from .record import RunRecord
+from .robust import figures  # noqa: F401 - registers the suites' plot kinds in PLOTS
 from .study import Run, Study, expand
 
 
@@ -102,7 +103,9 @@ def _verdicts(rep: Report, block: dict, variants: list[str], groups: dict,
 
 def _table(rep: Report, block: dict, variants: list[str], groups: dict,
            expected: Counter, quick: bool) -> None:
-    metrics = block.get("table", ["test_accuracy"])
+    metrics = list(block.get("table", ["test_accuracy"]))
+    metrics += [m for suite in block.get("evaluate", []) for m in SUITE_COLUMNS[suite]
+                if m not in metrics]  # what the block's suites measured
     refs = {} if quick else block.get("reference", {})  # one quick epoch is not comparable
     header, rows = ["variant", "runs"], []
     for m in metrics:

@@ -19,11 +19,14 @@ from tqdm import tqdm
 
 from .config import RunContext, TrainConfig
 from .record import RunRecord, StudyLabel
+from .robust.suites import SuiteOptions, evaluate_run
 from .snapshot import snapshot_path
 from .store import Store
 from .study import Run, Study, expand
 from .worker import dataset, run_one
 
+# --quick: the suites shrink as the runs do, so CI measures every one in seconds
+QUICK_SUITES = SuiteOptions(attack_images=100, pgd_steps=10, saliency_images=2)
 TRAIN_IMAGES = 60_000  # training set size of MNIST and Fashion-MNIST alike
 
 
@@ -104,7 +107,28 @@ def run_study(study: Study, store: Store, ctx: RunContext, quick: bool = False,
     counts = {"skipped": len(unique) - len(todo)}
     for record in tqdm(results, total=len(todo), disable=not ctx.progress, desc=study.name,
                           unit="run", dynamic_ncols=True):
-        store.add(record)
+        store.add_run(record)
         snapshot_path(store.root, record.key).unlink(missing_ok=True)  # stored: not needed
         counts[record.status] = counts.get(record.status, 0) + 1
-    return counts
+    evaluated = evaluate_study(study, store, ctx, quick)
+    return counts | ({"evaluated": evaluated} if evaluated else {})
+
+
+def evaluate_study(study: Study, store: Store, ctx: RunContext, quick: bool = False) -> int:
+    """Measure each block's `evaluate` suites on its complete runs, in the driver (results
+    already stored with the same options are kept); return how many runs were measured."""
+    wanted: dict[str, list[str]] = {}  # run key -> suites, merged over the blocks sharing it
+    for run in expand(study, quick):
+        for suite in next(b for b in study.blocks if b["name"] == run.block).get("evaluate", []):
+            wanted.setdefault(run.config.key(), [])
+            if suite not in wanted[run.config.key()]:
+                wanted[run.config.key()].append(suite)
+    if not wanted:
+        return 0
+    stored = [r for r in store.runs(study=study.store_name(quick), status="complete")
+              if r.key in wanted]
+    options = QUICK_SUITES if quick else SuiteOptions()
+    for record in tqdm(stored, disable=not ctx.progress, desc=f"{study.name} suites",
+                       unit="run", dynamic_ncols=True):
+        evaluate_run(store, record, wanted[record.key], options, ctx.data_dir, skip_unfit=True)
+    return len(stored)

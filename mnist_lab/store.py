@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .errors import UserError
 from .metrics import TestOutputs
 from .models import build_model, model_entry
-from .record import RunRecord
+from .record import RunRecord, SuiteResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS outputs (
     id TEXT PRIMARY KEY,          -- the run's id
     probabilities BLOB NOT NULL,  -- test-set class probabilities, float16 [N, classes], .npy
     labels BLOB NOT NULL          -- the test images' true classes, uint8 [N], .npy
+);
+CREATE TABLE IF NOT EXISTS suites (
+    id TEXT NOT NULL,             -- the run's id
+    suite TEXT NOT NULL,          -- corruptions | calibration | adversarial | explanations
+    result TEXT NOT NULL,         -- the SuiteResult as JSON
+    PRIMARY KEY (id, suite)
 );
 """
 
@@ -128,13 +134,14 @@ class Store:
                             f"{_why(self.root, e)}") from None
 
     def add_run(self, record: RunRecord, model: torch.nn.Module | None = None) -> RunRecord:
-        """Store a finished run with its weights: checkpoint first, then the record that names
-        it; a failure leaves neither. Returns the record as stored."""
-        path = None
-        if model is not None and record.status == "complete":
+        """Store a finished run with its weights (the model, or the state dict a study worker
+        sent in the record): checkpoint first, then the record that names it; a failure
+        leaves neither. Returns the record as stored."""
+        path, weights = None, model if model is not None else record.weights
+        if weights is not None and record.status == "complete":
             path = self.checkpoint_path(record.id)
-            save_checkpoint(path, model, record.config)
-            record = dataclasses.replace(record, checkpoint=str(path))
+            save_checkpoint(path, weights, record.config)
+            record = dataclasses.replace(record, checkpoint=str(path), weights=None)
         try:
             self.add(record)
         except UserError:
@@ -150,8 +157,26 @@ class Store:
             sql, args = sql + " AND study = ?", args + [study]
         if status is not None:
             sql, args = sql + " AND status = ?", args + [status]
-        rows = self.db.execute(sql + " ORDER BY created, id", args)
-        return [RunRecord.from_dict(json.loads(r)) for (r,) in rows]
+        rows = self.db.execute(sql + " ORDER BY created, id", args).fetchall()
+        suites: dict[str, dict[str, SuiteResult]] = {}
+        for run_id, suite, result in self.db.execute("SELECT id, suite, result FROM suites"):
+            suites.setdefault(run_id, {})[suite] = SuiteResult(**json.loads(result))
+        return [dataclasses.replace(r, suites=suites.get(r.id, {}))
+                for r in (RunRecord.from_dict(json.loads(j)) for (j,) in rows)]
+
+    def add_suite(self, run_id: str, result: SuiteResult) -> None:
+        """Store (or replace) what one evaluation suite measured on a run."""
+        try:
+            with self.db:
+                self.db.execute("INSERT OR REPLACE INTO suites VALUES (?, ?, ?)",
+                                (run_id, result.suite, json.dumps(result.to_dict())))
+        except sqlite3.Error as e:
+            raise UserError(f"cannot write to the results store {self.root}: "
+                            f"{_why(self.root, e)}") from None
+
+    def _suites_of(self, run_id: str) -> dict[str, SuiteResult]:
+        rows = self.db.execute("SELECT suite, result FROM suites WHERE id = ?", (run_id,))
+        return {suite: SuiteResult(**json.loads(result)) for suite, result in rows}
 
     def outputs(self, run_id: str) -> TestOutputs | None:
         """A run's stored test outputs, or None (runs stored before they were kept, and failed
@@ -173,7 +198,8 @@ class Store:
                                (run_id,)).fetchall()
         if len(rows) != 1:
             raise UserError(f"{'no' if not rows else 'more than one'} run matches {run_id!r}")
-        return RunRecord.from_dict(json.loads(rows[0][0]))
+        record = RunRecord.from_dict(json.loads(rows[0][0]))
+        return dataclasses.replace(record, suites=self._suites_of(record.id))
 
     def checkpoint_of(self, source: str) -> tuple[str, str]:
         """(run id, checkpoint path) of a stored run's id or unique prefix."""
@@ -224,9 +250,11 @@ def find_checkpoint(source: str, runs_dir: str | Path | None = None) -> tuple[st
         return store.checkpoint_of(source)
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Write weights + config atomically (temporary file, then rename)."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+def save_checkpoint(path: Path, model: torch.nn.Module | dict, cfg: TrainConfig) -> None:
+    """Write weights (a model or its state dict) + config atomically (temporary file, then
+    rename)."""
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import UserError
-from .metrics import metric
+from .metrics import SUITE_COLUMNS, metric
 from .models import model_entry
 
 SHIPPED = Path(__file__).with_name("studies")  # package data: installed with mnist-lab
@@ -28,7 +28,7 @@ TOP_KEYS = {"name": str, "title": str, "source": str, "seeds": list, "notes": st
 BLOCK_KEYS = {"name": str, "title": str, "notes": str, "base": dict, "grid": dict,
               "variants": list, "seeds": list, "table": list, "plots": list, "reference": dict,
               "select_by": str, "selected_reference": str, "selected_figure": float,
-              "baseline": str, "compare": str}
+              "baseline": str, "compare": str, "evaluate": list}
 
 # --quick: what every study shrinks to so CI can exercise each file in seconds.
 QUICK = {"epochs": 1, "test_subset": 500}
@@ -127,6 +127,10 @@ def _check_keys(doc: dict) -> None:
             raise UserError(f"block {i + 1} needs a name")
         where = f"block {block['name']!r}: "
         _typed(where, block, BLOCK_KEYS)
+        for suite in block.get("evaluate", []):
+            if suite not in SUITE_COLUMNS:
+                raise UserError(f"{where}evaluate: unknown suite {suite!r}; choose from "
+                                f"{', '.join(SUITE_COLUMNS)}")
         for key, values in block.get("grid", {}).items():
             if not isinstance(values, list) or not values:
                 raise UserError(f"{where}grid key {key!r} needs a non-empty list of values")

@@ -6,7 +6,10 @@ worker process, and one on a Ray node, where the driver ships the dataset with t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+from torch import nn
 
 from .config import RunContext, TrainConfig
 from .data import Dataset, load
@@ -37,8 +40,13 @@ def execute(cfg: TrainConfig, ctx: RunContext, label: StudyLabel | None = None,
 
 def run_one(cfg: TrainConfig, ctx: RunContext, label: StudyLabel,
             data: Dataset | None = None) -> RunRecord:
-    """A study worker's task: the run's record; an exception becomes a 'failed' record."""
+    """A study worker's task: the run's record, carrying a torch model's weights for the
+    driver's checkpoint; an exception becomes a 'failed' record."""
     try:
-        return execute(cfg, ctx, label, data)[0]
+        record, model = execute(cfg, ctx, label, data)
+        if isinstance(model, nn.Module):
+            weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            record = dataclasses.replace(record, weights=weights)
+        return record
     except Exception as e:  # noqa: BLE001 - a failed run is data, not a crash of the study
         return RunRecord.failed(cfg, e, label)

@@ -53,6 +53,21 @@ def stored_runs(tmp_path_factory, data_root) -> SimpleNamespace:
     return SimpleNamespace(root=root, **runs)
 
 
+@pytest.fixture(scope="session")
+def suite_runs(tmp_path_factory, data_root) -> SimpleNamespace:
+    """A store for the robustness suites: `val_run`, compact_step3 for 2 epochs on 8,000 images
+    with a 2,000-image validation hold-out (~97%), and `classical`, logistic regression on
+    2,000 images."""
+    root = tmp_path_factory.mktemp("suite_runs")
+    ctx = RunContext(data_dir=str(data_root))
+    with Store(root) as store:
+        cfg = TrainConfig(epochs=2, batch_size=64, rotate=0, translate=0, subset=8000,
+                          val_size=2000)
+        val_run = store.add_run(*execute(cfg, ctx))
+        classical = store.add_run(execute(TrainConfig(model="logreg", subset=2000), ctx)[0])
+    return SimpleNamespace(root=root, val_run=val_run, classical=classical)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """No test writes into the checkout or the user's cache, or reaches the network."""

@@ -14,8 +14,10 @@ import pytest
 from mnist_lab.config import RunContext
 from mnist_lab.document import mean_std
 from mnist_lab.errors import UserError
+from mnist_lab.models import model_entry
 from mnist_lab.record import RunRecord, StudyLabel
 from mnist_lab.report import write_report
+from mnist_lab.robust.suites import TORCH_ONLY
 from mnist_lab.runner import Executor, pending, run_study
 from mnist_lab.snapshot import save_snapshot, snapshot_path
 from mnist_lab.store import Store
@@ -118,7 +120,7 @@ def test_pending_runs_start_each_seed_with_its_longest_runs(tmp_path):
 def test_every_study_file_parses():
     names = {load_study(p).name for p in STUDIES}
     assert names == {"compact-cnn", "linear-mlp", "model-comparison", "weight-decay",
-                     "augmentation"}
+                     "augmentation", "robustness"}
     assert list_studies() == sorted(names) == [p.stem for p in STUDIES]
 
 
@@ -205,6 +207,11 @@ def test_study_quick(path, tmp_path, data_root):
     assert counts.get("failed", 0) == 0 and counts["skipped"] == 0
     records = store.runs(study=study.store_name(quick=True))
     assert len(records) == len({r.config.key() for r in expand(study, quick=True)})
+    suites = {s for block in study.blocks for s in block.get("evaluate", [])}
+    for r in records:  # every run keeps its model, and its blocks' suites are measured
+        torch_run = model_entry(r.model).kind == "torch"
+        assert bool(r.checkpoint) == torch_run
+        assert set(r.suites) == suites - (set() if torch_run else TORCH_ONLY)
     html = write_report(study, records, tmp_path / "report", quick=True)
     assert html.exists() and (tmp_path / "report" / "report.md").read_text().startswith("# ")
 
