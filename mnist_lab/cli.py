@@ -39,6 +39,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, help text and default taken from the dataclass."""
     for f in dataclasses.fields(TrainConfig):
         flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.metadata.get("cli") is False:  # filled in by mnist-lab (model_source)
+            continue
         if f.name == "model_kwargs":
             p.add_argument("--model-arg", dest="model_kwargs", action="append", default=[],
                            type=_parse_kv, metavar="KEY=VALUE", help=help_)
@@ -82,6 +84,7 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
     _add_config_flags(p)
     _common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_mlflow_flag(p, "the run")
 
     p = sub.add_parser("evaluate", help="evaluate a stored model: test set, or robustness "
                        "suites", description="Evaluate a stored run's model (or a checkpoint "
@@ -101,15 +104,42 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
                    "(default: the best stored run)")
     _common(p, data=False)
 
-    p = sub.add_parser("models", help="list the model zoo with parameter counts")
+    p = sub.add_parser("models", help="list the model zoo, or check a model of your own",
+                       description="List the model zoo and installed packages' models with "
+                       "parameter counts; `models check MODEL` runs the checks every model "
+                       "must pass (shape, finite output and gradients, rebuild), exit 1 if "
+                       "one fails.")
+    p.add_argument("action", nargs="?", choices=("list", "check"), default="list")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="check: path/to/file.py:Name, "
+                   "or a model name")
+    p.add_argument("--model-arg", dest="model_kwargs", action="append", default=[],
+                   type=_parse_kv, metavar="KEY=VALUE", help="check: a model argument "
+                   "(repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
-    p = sub.add_parser("runs", help="list stored runs, or show one",
-                       description="List stored runs (newest last), or show one by id prefix.")
-    p.add_argument("action", nargs="?", choices=("list", "show"), default="list")
-    p.add_argument("run_id", nargs="?", help="run id (or unique prefix) for `show`")
+    p = sub.add_parser("runs", help="list stored runs, show one, or export them to MLflow",
+                       description="List stored runs (newest last), show one by id prefix, "
+                       "or `export --mlflow URI` them (all, --study's, or those named) as MLflow "
+                       "runs: params, metric histories, tags, the study's report; each once.")
+    p.add_argument("action", nargs="?", choices=("list", "show", "export"), default="list")
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID",
+                   help="run id (or unique prefix): one for `show`, any for `export`; right "
+                   "after the action")
     p.add_argument("--study", help="only runs of this study")
+    p.add_argument("--mlflow", metavar="URI", help="export: the MLflow tracking server "
+                   "(http://HOST:PORT) or sqlite:///PATH/mlflow.db")
+    p.add_argument("--experiment", help="export: the MLflow experiment (default: each run's "
+                   "study, mnist-lab for single runs)")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="export: log each run's checkpoint as an artifact too")
     _common(p, data=False)
+
+
+def _add_mlflow_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """--mlflow URI: live logging to MLflow (mnist_lab/tracking.py)."""
+    p.add_argument("--mlflow", metavar="URI", help=f"also log {what} to MLflow as soon as it is "
+                   "stored: a tracking server (http://HOST:PORT) or sqlite:///PATH/mlflow.db "
+                   "(needs `pip install 'mnist-lab[mlflow]'`)")
 
 
 def _add_suite_flags(p: argparse.ArgumentParser) -> None:
@@ -183,6 +213,7 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", metavar="STUDY",
                    help="new: start from a copy of this shipped study")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_mlflow_flag(p, "each run (study run)")
     _common(p)
 
 
@@ -217,6 +248,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":
         from .compare_command import cmd_compare
         return cmd_compare(args)
+    if args.command == "runs" and args.action == "export":
+        from .tracking_command import cmd_runs_export
+        return cmd_runs_export(args)
+    if args.command == "models" and args.action == "check":
+        from .model_command import cmd_models_check
+        return cmd_models_check(args)
     from . import commands
     return getattr(commands, f"cmd_{args.command}")(args)
 

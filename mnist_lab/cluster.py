@@ -115,23 +115,35 @@ def _one_line_cluster_errors(ray: ModuleType) -> None:
     worker.print_to_stdstream = first_sentence
 
 
-def run_on_ray(tasks: list[tuple[TrainConfig, RunContext, StudyLabel]],
-               data: dict[str, Dataset], address: str | None,
-               gpus_per_run: float = 0.0) -> Iterator[RunRecord]:
-    """Train the tasks on the cluster; yield each record as it finishes."""
-    ray = _ray()
-    connect(address)
-    _one_line_cluster_errors(ray)
-    refs = {name: ray.put(d) for name, d in data.items()}  # once, shared by every task
-    remote = ray.remote(run_one)
-    todo = {}
-    for cfg, ctx, label in tasks:
-        options = {"num_cpus": cfg.threads, "num_gpus": gpus_per_run, "max_retries": MAX_RETRIES}
-        todo[remote.options(**options).remote(cfg, ctx, label, refs[cfg.dataset])] = (cfg, label)
-    while todo:
-        (ready,), _ = ray.wait(list(todo), num_returns=1)
-        cfg, label = todo.pop(ready)
+class RayPool:
+    """A pool (pools.Pool) of Ray tasks on the cluster at `address` (None: a local Ray)."""
+
+    def __init__(self, data: dict[str, Dataset], address: str | None,
+                 gpus_per_run: float = 0.0):
+        self.ray = _ray()
+        connect(address)
+        _one_line_cluster_errors(self.ray)
+        self.refs = {name: self.ray.put(d) for name, d in data.items()}  # once, for every task
+        self.remote, self.gpus, self.todo = self.ray.remote(run_one), gpus_per_run, {}
+
+    def submit(self, tag: object, task: tuple[TrainConfig, RunContext, StudyLabel]) -> None:
+        """Start a run on the cluster."""
+        cfg, ctx, label = task
+        options = {"num_cpus": cfg.threads, "num_gpus": self.gpus, "max_retries": MAX_RETRIES}
+        ref = self.remote.options(**options).remote(cfg, ctx, label, self.refs[cfg.dataset])
+        self.todo[ref] = (tag, cfg, label)
+
+    def next(self) -> tuple[object, RunRecord]:
+        """The next run to finish; a run whose worker died too often is a failed record."""
+        (ready,), _ = self.ray.wait(list(self.todo), num_returns=1)
+        tag, cfg, label = self.todo.pop(ready)
         try:
-            yield ray.get(ready)
-        except ray.exceptions.RayError as e:  # its worker or node died more often than retried
-            yield RunRecord.failed(cfg, e, label)
+            return tag, self.ray.get(ready)
+        except self.ray.exceptions.RayError as e:  # its worker or node died past the retries
+            return tag, RunRecord.failed(cfg, e, label)
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def close(self) -> None:
+        """Nothing to stop: the cluster outlives the driver."""

@@ -16,16 +16,19 @@ from .errors import UserError
 from .evaluate import evaluate, resolve_device
 from .inference import Classifier
 from .metrics import METRICS, classify
-from .models import count_params, create_model, list_models, model_entry
+from .models import build_model, count_params, create_model, list_models, model_entry
 from .preprocess import load_image, to_mnist
 from .record import RunRecord
 from .store import Store, check_writable, find_checkpoint, load_checkpoint
+from .tracking import LiveLog
+from .user_models import resolve_model
 from .worker import dataset, execute
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from parsed `train` flags."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if hasattr(args, f.name)}  # not model_source: no flag sets it
     values["model_kwargs"] = dict(args.model_kwargs)
     return TrainConfig(**values)
 
@@ -51,15 +54,18 @@ def table(header: list[str], rows: list[list[str]], right: set[int] = frozenset(
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run, save its checkpoint, store its record."""
-    cfg = config_from_args(args).validate()
-    model_entry(cfg.model)  # unknown model: fail before loading anything
+    cfg = resolve_model(config_from_args(args)).validate()  # a model file: its path and hash
+    build_model(cfg)  # unknown model, bad arguments, a model file that fails: before the data
     ctx = RunContext(data_dir=args.data_dir, progress=not (args.no_progress or args.json))
     dataset(cfg.dataset, ctx)  # bad data: fail before the results folder is made
     runs_dir = check_writable(args.runs_dir)  # a read-only or full disk: fail before training
+    live = LiveLog(args.mlflow) if args.mlflow else None  # unreachable: fail before training
     record, model = execute(cfg, ctx)
     torch_model = model if isinstance(model, torch.nn.Module) else None
     with Store(runs_dir) as store:
         record = store.add_run(record, torch_model)
+    if live:  # after the store: a tracker failure warns and never costs the run
+        live(record)
     if args.json:
         write_json(record.to_dict())
         return 0
@@ -119,15 +125,19 @@ def cmd_models(args: argparse.Namespace) -> int:
     """List the model zoo."""
     rows = []
     for name in list_models():
-        e = model_entry(name)
-        params = count_params(create_model(name)) if e.kind == "torch" else None
-        rows.append({"name": name, "kind": e.kind, "params": params, "source": e.source})
+        try:
+            e = model_entry(name)
+            params = count_params(create_model(name)) if e.kind == "torch" else None
+            rows.append({"name": name, "kind": e.kind, "params": params, "source": e.source})
+        except UserError as error:  # an installed model that fails: listed, saying why
+            rows.append({"name": name, "kind": "torch", "params": None, "source": str(error)})
     if args.json:
         write_json({"models": rows})
         return 0
     print(table(["model", "kind", "params", "source"],
-                [[r["name"], r["kind"], "(fitted)" if r["params"] is None
-                  else f"{r['params']:,}", r["source"]] for r in rows], right={2}))
+                [[r["name"], r["kind"], f"{r['params']:,}" if r["params"] is not None
+                  else "(fitted)" if r["kind"] == "classical" else "-", r["source"]]
+                 for r in rows], right={2}))
     return 0
 
 
@@ -155,9 +165,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     """List stored runs, or show one."""
     store = Store(args.runs_dir)
     if args.action == "show":
-        if not args.run_id:
-            raise UserError("runs show needs a run id")
-        record = store.get(args.run_id)
+        if len(args.run_ids) != 1:
+            raise UserError(f"runs show needs a run id{', just one' if args.run_ids else ''}")
+        record = store.get(args.run_ids[0])
         if args.json:
             write_json(record.to_dict())
         else:

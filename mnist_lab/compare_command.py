@@ -19,6 +19,7 @@ from .compare import Comparison, Side, holm, on_test_set, over_seeds
 from .errors import UserError
 from .metrics import METRICS, TestOutputs, metric
 from .report import baseline_of
+from .search import study_runs
 from .store import Store
 from .study import expand, find_study, load_study
 
@@ -30,11 +31,13 @@ def _side(store: Store, name: str, quick: bool) -> Side:
         return Side(record.id, [record], _outputs(store, [record]))
     study_name, variant = name.split("/", 1)
     study = load_study(find_study(study_name))
-    keys = [r.config.key() for r in expand(study, quick) if r.variant == variant]
+    stored_runs = store.runs(study=study.store_name(quick))
+    runs_of = study_runs(study, stored_runs, quick)
+    keys = [r.config.key() for r in runs_of if r.variant == variant]
     if not keys:
-        known = ", ".join(dict.fromkeys(r.variant for r in expand(study, quick)))
+        known = ", ".join(dict.fromkeys(r.variant for r in runs_of))
         raise UserError(f"study {study.name} has no variant {variant!r}; it has: {known}")
-    stored = {r.key: r for r in store.runs(study=study.store_name(quick), status="complete")}
+    stored = {r.key: r for r in stored_runs if r.status == "complete"}
     runs = [stored[k] for k in dict.fromkeys(keys) if k in stored]
     if not runs:
         raise UserError(f"{name}: no stored complete runs (run `mnist-lab study run "

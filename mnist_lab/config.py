@@ -32,7 +32,8 @@ class TrainConfig:
     """Hyperparameters and settings of one training run (parameters, never learned state)."""
 
     dataset: str = _f("mnist", "dataset: mnist or fashion-mnist")
-    model: str = _f("compact_step3", "model name (see `mnist-lab models`)")
+    model: str = _f("compact_step3", "model name (see `mnist-lab models`), or your own: "
+                                     "path/to/file.py:Name")
     model_kwargs: dict = _f({}, "extra model arguments, e.g. hidden=128 (repeatable)")
     epochs: int = _f(15, "passes over the training set")
     batch_size: int = _f(128, "images per optimiser step")
@@ -75,6 +76,11 @@ class TrainConfig:
     attack_steps: int = _f(7, "adversarial training: PGD steps per batch, each of "
                               "2.5*epsilon/steps (Madry et al.'s MNIST model: 40 steps of "
                               "0.01; 7 keeps a step ~8x, not ~40x, a clean one)", late=True)
+    # A model file's absolute path and the sha256 of its bytes, filled in when a config naming
+    # one is resolved (user_models.resolve_model), never a flag. The hash enters the key, the
+    # path does not: editing the file is a new experiment, moving it is not.
+    model_source: dict = _f({}, "model file: its path and sha256 (set by mnist-lab)",
+                            late=True, cli=False)
 
     def validate(self) -> TrainConfig:
         """Raise UserError on values no run could use; return self."""
@@ -103,6 +109,8 @@ class TrainConfig:
             (0 <= self.epsilon <= 1, "epsilon is an L-infinity radius on [0, 1] pixels: it must "
                                      f"be in [0, 1], got {self.epsilon:g}"),
             (self.attack_steps >= 1, f"attack steps must be >= 1, got {self.attack_steps}"),
+            (self.model_source == {} or set(self.model_source) == {"path", "sha256"},
+             "model_source holds a model file's path and sha256, and nothing else"),
         ]
         for ok, message in self._float_checks() + checks:
             if not ok:
@@ -137,9 +145,12 @@ class TrainConfig:
         Settings that change speed but not results (device, threads) are left out, and so are
         late fields at their default.
         """
-        late = {f.name: f.default for f in dataclasses.fields(self) if f.metadata.get("late")}
+        late = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(self) if f.metadata.get("late")}
         d = {k: v for k, v in self.to_dict().items()
              if k not in ("device", "threads") and not (k in late and v == late[k])}
+        if "model_source" in d:  # the file's bytes are the experiment, not where it lies
+            d["model_source"] = {"sha256": self.model_source.get("sha256")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -150,3 +161,4 @@ class RunContext:
     data_dir: str | None = None  # dataset folder; None: $MNIST_LAB_DATA, the cache, a download
     snapshot: str | None = None  # file to resume from and keep progress in (see snapshot.py)
     progress: bool = False  # draw a progress bar and a line per epoch
+    pause_after: int | None = None  # search trials: stop after this many epochs (train.py)

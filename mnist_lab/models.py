@@ -2,7 +2,8 @@
 
 `create_model(name, **kw)` builds a model, `list_models()` names them. Torch models take
 [N, 1, 28, 28] normalised images and return [N, 10] logits (or log-probabilities, see
-`cnn_aug`); classical models are scikit-learn estimators on flattened pixels.
+`cnn_aug`); classical models are scikit-learn estimators on flattened pixels. Besides the zoo,
+a name may be an installed package's model or `path/to/file.py:Name` (user_models.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from .config import TrainConfig
 from .data import InputStats, input_stats
 from .errors import UserError
+from .user_models import describe, file_builder, installed_builder, installed_models, is_file_spec
 
 
 @dataclass(frozen=True)
@@ -41,36 +43,60 @@ def register_model(kind: str = "torch", source: str = "") -> Callable:
 
 
 def list_models(kind: str | None = None) -> list[str]:
-    """Registered model names, optionally only of one kind."""
-    return [n for n, e in _REGISTRY.items() if kind is None or e.kind == kind]
+    """Registered model names, then installed packages' (all torch), optionally of one kind."""
+    names = [n for n, e in _REGISTRY.items() if kind is None or e.kind == kind]
+    if kind in (None, "torch"):  # the zoo's names win: an installed model cannot shadow one
+        names += [n for n in installed_models() if n not in _REGISTRY]
+    return names
 
 
 def model_entry(name: str) -> ModelEntry:
-    """The registry entry for `name`, or a UserError naming the choices."""
-    if name not in _REGISTRY:
-        raise UserError(f"unknown model {name!r}; choose from {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    """The entry for `name`: the zoo's, an installed package's, or a model file's; an unknown
+    name is a UserError naming the choices."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if is_file_spec(name):
+        # Loaded only when built: asking a run's kind must not need its file (it may be gone).
+        return ModelEntry(name, lambda **kw: file_builder(name)(**kw), "torch", "model file")
+    if (ep := installed_models().get(name)) is not None:
+        return ModelEntry(name, installed_builder(ep), "torch", describe(ep))
+    if name.endswith(".py"):
+        raise UserError(f"model {name!r}: say which model in the file, {name}:Name")
+    raise UserError(f"unknown model {name!r}; choose from {', '.join(list_models())}, or "
+                    "give a file: path/to/file.py:Name")
 
 
-def create_model(name: str, **kw) -> object:
-    """Build a registered model; keyword arguments go to its builder."""
+def _call(name: str, build: Callable[..., object], kw: dict) -> object:
     try:
-        return model_entry(name).build(**kw)
+        return build(**kw)
     except TypeError as e:
         raise UserError(f"model {name!r}: bad argument ({e})") from None
 
 
+def create_model(name: str, **kw) -> object:
+    """Build a registered model; keyword arguments go to its builder."""
+    return _call(name, model_entry(name).build, kw)
+
+
+def model_builder(cfg: TrainConfig) -> Callable[..., object]:
+    """The builder the config names; a model file is loaded from the path and checked against
+    the sha256 its `model_source` records (an unresolved one is taken from here)."""
+    if not is_file_spec(cfg.model):
+        return model_entry(cfg.model).build
+    return file_builder(cfg.model, cfg.model_source or None)
+
+
 def build_model(cfg: TrainConfig) -> object:
     """The model the config names, with --dropout and the seed passed where it applies."""
-    kw = dict(cfg.model_kwargs)
-    params = inspect.signature(model_entry(cfg.model).build).parameters
+    kw, build = dict(cfg.model_kwargs), model_builder(cfg)
+    params = inspect.signature(build).parameters
     if cfg.dropout >= 0:
         if "dropout" not in params:
             raise UserError(f"model {cfg.model!r} has no dropout to set")
         kw["dropout"] = cfg.dropout
     if "seed" in params:
         kw.setdefault("seed", cfg.seed)
-    return create_model(cfg.model, **kw)
+    return _call(cfg.model, build, kw)
 
 
 def count_params(model: nn.Module) -> int:

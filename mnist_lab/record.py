@@ -20,7 +20,8 @@ from .config import TrainConfig
 from .metrics import METRICS, Classification, Epoch, TestOutputs, Timing, metric
 
 SCHEMA = 1  # 0: the untyped dict of mnist-lab before the record had a schema
-STATUSES = ("complete", "diverged", "failed")
+# paused: a search trial between rungs, never stored; pruned: a trial its pruner stopped
+STATUSES = ("complete", "diverged", "failed", "paused", "pruned")
 # Run-level metrics that are not the last epoch's value
 _SUMMARY = ("best_test_accuracy", "best_train_accuracy", "params", "epochs_run")
 _CLASSIFICATION = ("macro_precision", "macro_recall", "macro_f1")
@@ -80,7 +81,7 @@ class RunRecord:
 
     id: str
     key: str  # TrainConfig.key(): equal configs are the same experiment
-    status: str  # complete | diverged | failed
+    status: str  # complete | diverged | failed | pruned (a search trial stopped early)
     config: TrainConfig
     created: str  # ISO 8601, UTC
     params: int | None = None

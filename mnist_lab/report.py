@@ -12,6 +12,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from . import search_plots  # noqa: F401 - registers the search blocks' plot kinds
 from .compare import Comparison, Side, against_figure, holm, over_seeds
 from .document import Report, fmt, mean_std
 from .errors import UserError
@@ -19,7 +20,8 @@ from .metrics import METRICS, SUITE_COLUMNS
 from .plots import PLOTS, complete
 from .record import RunRecord
 from .robust import figures  # noqa: F401 - registers the suites' plot kinds in PLOTS
-from .study import Run, Study, expand
+from .search import study_runs
+from .study import Run, Study
 
 
 def _group(runs: list[Run], records: list[RunRecord]) -> tuple[dict, dict, Counter]:
@@ -135,13 +137,46 @@ def _table(rep: Report, block: dict, variants: list[str], groups: dict,
     rep.table(header, rows)
 
 
-def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None:
+def _selected(block: dict, variants: list[str], groups: dict) -> tuple | None:
+    """(score, variant, its complete runs) of the variant best by the block's `select_by`."""
     by = block["select_by"]
     scored = [(statistics.mean(r.metric(by) for r in ok), v, ok) for v in variants
               if (ok := complete(groups, block, v))]
-    if not scored:
+    return max(scored, key=lambda t: t[0]) if scored else None
+
+
+def _search_summary(rep: Report, study: Study, block: dict, order: dict, groups: dict) -> None:
+    """The best trial's parameters, its test accuracy over seeds and, with `against`, a test
+    of it against another block's selected variant (a grid's winner, say)."""
+    best = complete(groups, block, "best")
+    if not best:
         return
-    best, variant, ok = max(scored, key=lambda t: t[0])
+    trials = [v for v in order[block["name"]] if v.startswith("trial-")]
+    pruned = sum(r.status == "pruned" for v in trials for r in groups.get((block["name"], v),
+                                                                         []))
+    values = {k: getattr(best[0].config, k) for k in block["search"]["space"]}
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in values.items())
+    test = mean_std("test_accuracy", [r.metric("test_accuracy") for r in best])
+    text = (f"Best of {len(trials)} trials ({pruned} pruned) by "
+            f"{block['search'].get('objective', 'val_accuracy')}: {params}; test accuracy over "
+            f"{len(best)} seed{'s' * (len(best) != 1)}: {test}.")
+    other = next((b for b in study.blocks if b["name"] == block["search"].get("against")), None)
+    if other is not None and len(best) >= 2 and (
+            chosen := _selected(other, order[other["name"]], groups)) is not None:
+        try:
+            text += " " + over_seeds(Side(f"{other['name']} winner {chosen[1]}", chosen[2]),
+                                     Side("search best", best), "test_accuracy").verdict() + "."
+        except UserError as e:
+            text += f" {e}."
+    rep.text(text)
+
+
+def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None:
+    by = block["select_by"]
+    if (chosen := _selected(block, variants, groups)) is None:
+        return
+    best, variant, ok = chosen
     test = mean_std("test_accuracy", [r.metric("test_accuracy") for r in ok])
     verdict = ""
     if "selected_figure" in block and len(ok) >= 2:  # the source's winner's test figure
@@ -160,7 +195,7 @@ def write_report(study: Study, records: list[RunRecord], out_dir: Path,
     """Write report.md, report.html and the PNG plots into out_dir; return the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = Report(out_dir)
-    runs = expand(study, quick)
+    runs = study_runs(study, records, quick)
     groups, order, expected = _group(runs, records)
     rep.heading(study.title + (" (quick mode)" if quick else ""), 1)
     keys = {run.config.key() for run in runs}
@@ -182,7 +217,11 @@ def write_report(study: Study, records: list[RunRecord], out_dir: Path,
         _verdicts(rep, block, variants, groups, quick)
         if "select_by" in block:
             _select(rep, block, variants, groups)
-        for spec in block.get("plots", []):
+        if "search" in block:
+            _search_summary(rep, study, block, order, groups)
+        searched = [{"kind": "search_history"}, {"kind": "importances"}] if "search" in block \
+            else []
+        for spec in block.get("plots", []) + searched:
             if spec.get("kind") not in PLOTS:
                 raise UserError(f"block {block['name']!r}: unknown plot kind "
                                 f"{spec.get('kind')!r}; choose from {', '.join(PLOTS)}")

@@ -9,21 +9,21 @@ so a killed study loses at most an epoch of each run in flight (Ray runs restart
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from .config import RunContext, TrainConfig
+from .pools import LocalPool, Pool, Task
 from .record import RunRecord, StudyLabel
 from .robust.suites import SuiteOptions, evaluate_run
+from .search import run_search
 from .snapshot import snapshot_path
 from .store import Store
 from .study import Run, Study, expand
-from .worker import dataset, run_one
+from .worker import dataset
 
 # --quick: the suites shrink as the runs do, so CI measures every one in seconds
 QUICK_SUITES = SuiteOptions(attack_images=100, pgd_steps=10, saliency_images=2)
@@ -54,21 +54,6 @@ def pending(study: Study, store: Store, quick: bool) -> list[Run]:
     return sorted(todo, key=lambda r: (rank[r.seed], -_images_seen(r.config)))
 
 
-Task = tuple[TrainConfig, RunContext, StudyLabel]  # run_one's arguments
-
-
-def _local(tasks: list[Task], jobs: int) -> Iterator[RunRecord]:
-    if jobs == 1:
-        for task in tasks:
-            yield run_one(*task)
-        return
-    # spawn, not fork: a forked child inherits torch's thread pool in an unusable state.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        for future in as_completed([pool.submit(run_one, *task) for task in tasks]):
-            yield future.result()
-
-
 @dataclass(frozen=True)
 class Executor:
     """Where a study's runs train: local processes, or a Ray cluster."""
@@ -79,20 +64,30 @@ class Executor:
     gpus_per_run: float = 0.0  # ray: GPUs each run asks for
 
 
-def _results(tasks: list[Task], executor: Executor) -> Iterator[RunRecord]:
+def make_pool(executor: Executor, ctx: RunContext, datasets: set[str]) -> Pool:
+    """The executor's pool of workers."""
     if executor.kind == "local":
-        return _local(tasks, executor.jobs)
-    from .cluster import run_on_ray  # Ray is an optional extra
+        return LocalPool(executor.jobs)
+    from .cluster import RayPool  # Ray is an optional extra
 
     # The driver loads and checks each dataset once and ships it: Ray workers need neither
     # the files nor the environment that names them.
-    data = {name: dataset(name, tasks[0][1]) for name in {t[0].dataset for t in tasks}}
-    return run_on_ray(tasks, data, executor.address, executor.gpus_per_run)
+    return RayPool({name: dataset(name, ctx) for name in datasets}, executor.address,
+                   executor.gpus_per_run)
+
+
+def _results(tasks: list[Task], pool: Pool) -> Iterator[RunRecord]:
+    for task in tasks:
+        pool.submit(None, task)
+    while len(pool):
+        yield pool.next()[1]
 
 
 def run_study(study: Study, store: Store, ctx: RunContext, quick: bool = False,
-              executor: Executor = Executor()) -> dict[str, int]:
-    """Run every pending run of the study; store each record as it arrives; count statuses."""
+              executor: Executor = Executor(),
+              on_stored: Callable[[RunRecord], None] | None = None) -> dict[str, int]:
+    """Run every pending run of the study; store each record as it arrives (then hand it to
+    `on_stored`, e.g. a tracker); count statuses."""
     todo, name = pending(study, store, quick), study.store_name(quick)
     # N workers share the cores this process may use (taskset, cgroups): each gets cores // N
     # threads so they do not oversubscribe.
@@ -102,16 +97,34 @@ def run_study(study: Study, store: Store, ctx: RunContext, quick: bool = False,
               dataclasses.replace(ctx, progress=False, snapshot=str(
                   snapshot_path(store.root, run.config.key())) if local else None),
               StudyLabel(name, run.block, run.variant, run.seed)) for run in todo]
-    results = _results(tasks, executor) if tasks else iter(())
     unique = {r.config.key() for r in expand(study, quick)}  # blocks may share a run
     counts = {"skipped": len(unique) - len(todo)}
-    for record in tqdm(results, total=len(todo), disable=not ctx.progress, desc=study.name,
-                          unit="run", dynamic_ncols=True):
-        store.add_run(record)
-        snapshot_path(store.root, record.key).unlink(missing_ok=True)  # stored: not needed
-        counts[record.status] = counts.get(record.status, 0) + 1
+    searches = [b for b in study.blocks if "search" in b]
+    if not tasks and not searches:
+        return counts | _evaluated(study, store, ctx, quick)
+    datasets = {t[0].dataset for t in tasks} | {
+        (b.get("base", {}) | study.base).get("dataset", "mnist") for b in searches}
+    pool = make_pool(executor, ctx, datasets)
+    try:
+        for record in tqdm(_results(tasks, pool), total=len(todo), disable=not ctx.progress,
+                           desc=study.name, unit="run", dynamic_ncols=True):
+            stored = store.add_run(record)
+            snapshot_path(store.root, record.key).unlink(missing_ok=True)  # stored: not needed
+            counts[record.status] = counts.get(record.status, 0) + 1
+            if on_stored:
+                on_stored(stored)
+        for block in searches:
+            found = run_search(study, block, store, ctx, pool, threads, executor.jobs, quick,
+                               snapshots=local, on_stored=on_stored)
+            counts = {k: counts.get(k, 0) + found.get(k, 0) for k in counts | found}
+    finally:
+        pool.close()
+    return counts | _evaluated(study, store, ctx, quick)
+
+
+def _evaluated(study: Study, store: Store, ctx: RunContext, quick: bool) -> dict[str, int]:
     evaluated = evaluate_study(study, store, ctx, quick)
-    return counts | ({"evaluated": evaluated} if evaluated else {})
+    return {"evaluated": evaluated} if evaluated else {}
 
 
 def evaluate_study(study: Study, store: Store, ctx: RunContext, quick: bool = False) -> int:

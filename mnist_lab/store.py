@@ -3,7 +3,8 @@
 A run is written in one transaction when it ends (complete, diverged or failed), so a crash
 never leaves half a run. WAL mode and a busy timeout let several processes write at once.
 Checkpoints are safetensors files (weights only; loading never executes code) whose metadata
-holds the config needed to rebuild the model. Records go in and come out as `RunRecord`s.
+holds the config needed to rebuild the model (a model file's only from the bytes it names).
+Records go in and come out as `RunRecord`s.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .errors import UserError
 from .metrics import TestOutputs
 from .models import build_model, model_entry
 from .record import RunRecord, SuiteResult
+from .user_models import verify_source
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -224,7 +226,7 @@ class Store:
 
     def done_keys(self, study: str | None = None) -> set[str]:
         """Keys of runs that need no re-run (complete or diverged; failed ones are retried)."""
-        sql = "SELECT key FROM runs WHERE status IN ('complete', 'diverged')"
+        sql = "SELECT key FROM runs WHERE status IN ('complete', 'diverged', 'pruned')"
         args: list = []
         if study is not None:
             sql, args = sql + " AND study = ?", [study]
@@ -271,6 +273,8 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, TrainConfig]:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         cfg = TrainConfig.from_dict(json.loads(meta["mnist_lab_config"])).validate()
+        if cfg.model_source:  # a model file: executed only as it was when trained
+            verify_source(cfg.model_source, f"checkpoint {path}")
         model = build_model(cfg)
         model.load_state_dict(load_file(str(path)))
     except FileNotFoundError:

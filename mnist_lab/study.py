@@ -11,6 +11,7 @@ document's figures (`reference`) and what to tabulate and plot; report.py reads 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from pathlib import Path
 from .config import TrainConfig
 from .errors import UserError
 from .metrics import SUITE_COLUMNS, metric
-from .models import model_entry
+from .models import model_builder
+from .user_models import resolve_model
 
 SHIPPED = Path(__file__).with_name("studies")  # package data: installed with mnist-lab
 # What a study file may say, and of what type: anything else is a mistake, named in one line.
@@ -28,7 +30,10 @@ TOP_KEYS = {"name": str, "title": str, "source": str, "seeds": list, "notes": st
 BLOCK_KEYS = {"name": str, "title": str, "notes": str, "base": dict, "grid": dict,
               "variants": list, "seeds": list, "table": list, "plots": list, "reference": dict,
               "select_by": str, "selected_reference": str, "selected_figure": float,
-              "baseline": str, "compare": str, "evaluate": list}
+              "baseline": str, "compare": str, "evaluate": list, "search": dict}
+SEARCH_KEYS = {"n_trials": int, "objective": str, "sampler": str, "pruner": str, "seed": int,
+               "space": dict, "against": str}
+SAMPLERS, PRUNERS = ("tpe", "random"), ("none", "median", "halving")
 
 # --quick: what every study shrinks to so CI can exercise each file in seconds.
 QUICK = {"epochs": 1, "test_subset": 500}
@@ -57,6 +62,10 @@ class Study:
     blocks: list[dict]
     path: Path | None = None
     notes: str = ""
+
+    def folder(self) -> Path | None:
+        """Where relative model files are found: the study file's folder."""
+        return self.path.parent if self.path is not None else None
 
     def store_name(self, quick: bool) -> str:
         """Runs of a quick study are stored apart from the full one."""
@@ -96,7 +105,7 @@ def load_study(path: str | Path) -> Study:
                       notes=doc.get("notes", ""))
         for run in expand(study):
             run.config.validate()
-            model_entry(run.config.model)
+            model_builder(run.config)  # unknown model, or a model file that fails to load
         _check_metrics(study)
         _check_baselines(study)
     except UserError as e:
@@ -127,6 +136,8 @@ def _check_keys(doc: dict) -> None:
             raise UserError(f"block {i + 1} needs a name")
         where = f"block {block['name']!r}: "
         _typed(where, block, BLOCK_KEYS)
+        if "search" in block:
+            _check_search(where, block)
         for suite in block.get("evaluate", []):
             if suite not in SUITE_COLUMNS:
                 raise UserError(f"{where}evaluate: unknown suite {suite!r}; choose from "
@@ -139,6 +150,37 @@ def _check_keys(doc: dict) -> None:
             raise UserError(f"{where}every variant needs a name")
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise UserError(f"{where}duplicate variant name {dupes[0]!r}")
+
+
+def _check_search(where: str, block: dict) -> None:
+    """A search block: its keys and types, a space over TrainConfig fields, a val objective."""
+    if "grid" in block or "variants" in block:
+        raise UserError(f"{where}a search block has no grid or variants: its trials are them")
+    spec = block["search"]
+    _typed(f"{where}search: ", spec, SEARCH_KEYS)
+    for key in ("n_trials", "space"):
+        if key not in spec:
+            raise UserError(f"{where}search needs {key!r}")
+    if spec["n_trials"] < 1 or not spec["space"]:
+        raise UserError(f"{where}search needs n_trials >= 1 and a non-empty space")
+    if not spec.get("objective", "val_accuracy").startswith("val_"):
+        raise UserError(f"{where}search objective must be a validation metric (val_accuracy, "
+                        "val_loss): choosing on test would leak it")
+    metric(spec.get("objective", "val_accuracy"))
+    if spec.get("sampler", "tpe") not in SAMPLERS or spec.get("pruner", "median") not in PRUNERS:
+        raise UserError(f"{where}search sampler is one of {', '.join(SAMPLERS)}, pruner one of "
+                        f"{', '.join(PRUNERS)}")
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for name, dim in spec["space"].items():
+        if name not in fields or name in ("seed", "device", "threads"):
+            raise UserError(f"{where}search space: {name!r} is not a TrainConfig field to tune")
+        ok = isinstance(dim, dict) and (
+            (set(dim) == {"choices"} and isinstance(dim["choices"], list) and dim["choices"])
+            or ({"low", "high"} <= set(dim) <= {"low", "high", "log", "step"}
+                and fields[name] in ("int", "float") and dim["low"] < dim["high"]))
+        if not ok:
+            raise UserError(f"{where}search space {name!r}: give {{ choices = [...] }} or "
+                            "{ low = L, high = H } (with log = true or step = S) for a number")
 
 
 def _check_baselines(study: Study) -> None:
@@ -189,12 +231,16 @@ def expand(study: Study, quick: bool = False) -> list[Run]:
     for block in study.blocks:
         if "name" not in block:
             raise UserError(f"study {study.name}: every block needs a name")
+        if "search" in block:  # its runs are the search's trials, decided as it goes (search.py)
+            continue
         for variant, overrides in _variants(block):
             for seed in block.get("seeds", seeds)[: 1 if quick else None]:
                 values = {**study.base, **block.get("base", {}), **overrides, "seed": seed}
                 if quick:
                     values.update(QUICK, subset=min(values.get("subset") or QUICK_SUBSET,
                                                     QUICK_SUBSET))
-                cfg = TrainConfig.from_dict(values)
+                # A model file's path is taken from the study file's folder, not from
+                # wherever `study run` is typed: the study then runs the same from anywhere.
+                cfg = resolve_model(TrainConfig.from_dict(values), study.folder())
                 runs.append(Run(block["name"], variant, seed, cfg))
     return runs

@@ -15,6 +15,7 @@ from .runner import Executor, pending, run_study
 from .snapshot import epochs_done, snapshot_path
 from .store import Store, check_writable
 from .study import Study, expand, find_study, list_studies, load_study
+from .tracking import LiveLog
 
 
 def _list() -> None:
@@ -92,10 +93,11 @@ def _run(study: Study, args: argparse.Namespace) -> None:
         verify(name, args.data_dir)  # Ray workers too get the driver's data
     if args.executor == "ray":
         connect(args.address)  # a cluster that cannot be joined: fail before the store is made
+    live = LiveLog(args.mlflow) if args.mlflow else None  # so must an unreachable tracker
     store = Store(check_writable(args.runs_dir))
     ctx = RunContext(data_dir=args.data_dir, progress=not args.no_progress)
     executor = Executor(args.executor, args.jobs, args.address, args.gpus_per_run)
-    counts = run_study(study, store, ctx, args.quick, executor)
+    counts = run_study(study, store, ctx, args.quick, executor, on_stored=live)
     name = study.store_name(args.quick)
     print(f"study {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     if args.json:
@@ -134,6 +136,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     if args.gpus_per_run < 0 or (args.gpus_per_run and args.executor != "ray"):
         raise UserError("--gpus-per-run takes a number >= 0, with --executor ray")
+    if args.mlflow and args.action != "run":
+        raise UserError("--mlflow goes with `study run`; to log stored runs: "
+                        "mnist-lab runs export --mlflow URI --study NAME")
     study = load_study(find_study(args.study))
     if args.action == "run":
         _run(study, args)

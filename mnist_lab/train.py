@@ -40,7 +40,7 @@ SNAPSHOT_FORMAT = 2  # 2: history in the metric vocabulary of metrics.py
 class Outcome:
     """What training produced: the learned state and what was measured on the way."""
 
-    status: str  # complete, or diverged (a NaN loss)
+    status: str  # complete, diverged (a NaN loss) or paused (pause_after reached)
     model: object  # the trained nn.Module or scikit-learn estimator
     params: int
     history: list[Epoch]
@@ -186,8 +186,9 @@ class _Trainer:
         entry.weight_norm = weight_norm(self.model)
         return test
 
-    def run(self, progress: bool, snapshot: Path | None = None) -> Outcome:
-        """Train for cfg.epochs (or until the target / divergence).
+    def run(self, progress: bool, snapshot: Path | None = None,
+            pause_after: int | None = None) -> Outcome:
+        """Train for cfg.epochs (or until the target / divergence / `pause_after` epochs).
 
         With a snapshot path, resume from the snapshot there if it is this run's, and write
         one after every epoch but the last (see snapshot.py).
@@ -220,6 +221,9 @@ class _Trainer:
             if snapshot and epoch < cfg.epochs:  # the last epoch always runs to the record
                 clock["wall_s"] = time.perf_counter() - started
                 save_snapshot(snapshot, self.state(history, clock))
+            if pause_after is not None and pause_after <= epoch < cfg.epochs:
+                status = "paused"  # a search trial's rung: the driver decides whether to go on
+                break
         bar.close()
         train_s, eval_s = clock["train_s"], clock["eval_s"]
         timing = Timing(wall_seconds=time.perf_counter() - started,
@@ -292,10 +296,12 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> Outcome:
 
 
 def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
-          snapshot: Path | None = None) -> Outcome:
+          snapshot: Path | None = None, pause_after: int | None = None) -> Outcome:
     """Train one run. Never raises on divergence (the status says so).
 
     snapshot: a file to resume from and to keep the run's progress in after every epoch.
+    pause_after: stop once this many epochs are done, status "paused" (a search trial's rung;
+    with a snapshot, training the same config again goes on from there).
     The thread count is set here and nowhere else: every command and worker trains through it.
     """
     cfg.validate()
@@ -315,4 +321,4 @@ def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
     if cfg.batch_size > len(trainer.train_split):
         raise UserError(f"batch size {cfg.batch_size} exceeds the {len(trainer.train_split)} "
                         "training images")
-    return trainer.run(progress, snapshot)
+    return trainer.run(progress, snapshot, pause_after)

@@ -34,7 +34,8 @@ def execute(cfg: TrainConfig, ctx: RunContext, label: StudyLabel | None = None,
     """
     cfg.validate()
     snapshot = Path(ctx.snapshot) if ctx.snapshot else None
-    outcome = train(cfg, data or dataset(cfg.dataset, ctx), ctx.progress, snapshot)
+    outcome = train(cfg, data or dataset(cfg.dataset, ctx), ctx.progress, snapshot,
+                    ctx.pause_after)
     return RunRecord.from_outcome(cfg, outcome, label), outcome.model
 
 

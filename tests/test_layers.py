@@ -14,13 +14,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_lab"
 # Floors, lowest first: a module may import its own floor and those below, never above.
 FLOORS = [
     {"__init__", "errors", "config", "data", "metrics", "envinfo", "snapshot", "augment",
-     "models", "optim", "evaluate", "preprocess", "study", "robust", "robust.corruptions",
-     "robust.calibration", "robust.attacks", "robust.saliency", "robust.corrupted_set"},
+     "user_models", "models", "model_check", "optim", "evaluate", "preprocess", "study",
+     "robust", "robust.corruptions", "robust.calibration", "robust.attacks", "robust.saliency",
+     "robust.corrupted_set"},
     {"train"},
     {"record", "store"},
-    {"worker", "runner", "cluster", "inference", "compare", "document", "plots", "report",
+    {"worker", "pools", "search", "runner", "cluster", "inference", "compare", "document",
+     "plots", "search_plots", "report", "tracking",
      "export", "serve", "robust.suites", "robust.figures"},
-    {"commands", "study_commands", "compare_command", "suite_command", "cli"},
+    {"commands", "study_commands", "compare_command", "suite_command", "model_command",
+     "tracking_command", "cli"},
 ]
 FLOOR = {name: i for i, floor in enumerate(FLOORS) for name in floor}
 # Modules that use a stored model: predicting, serving or exporting must not pull in training.

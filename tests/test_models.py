@@ -1,4 +1,5 @@
-"""Every registered model: shape, backward, finiteness, parameter count in its stated range."""
+"""Every registered model passes model_check (shape, backward, finiteness, a rebuild) with its
+parameter count in its stated range."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import torch
 from mnist_lab.config import TrainConfig
 from mnist_lab.data import InputStats
 from mnist_lab.errors import UserError
+from mnist_lab.model_check import check_model
 from mnist_lab.models import Standardised, build_model, count_params, create_model, list_models
 
 # Stated sizes from the reference studies; a new model must add its range here.
@@ -31,16 +33,36 @@ def test_every_model_has_a_range():
 
 @pytest.mark.parametrize("name", list_models("torch"))
 def test_torch_model(name):
-    torch.manual_seed(0)
-    model = create_model(name)
-    x = torch.randn(4, 1, 28, 28)
-    out = model(x)
-    assert out.shape == (4, 10) and torch.isfinite(out).all()
-    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    low, high = PARAM_RANGES[name]
-    assert low <= count_params(model) <= high
+    checks = check_model(lambda: create_model(name), PARAM_RANGES[name])
+    assert [c.name for c in checks if not c.ok] == [], checks
+
+
+def test_check_model_finds_what_is_wrong():
+    def five_classes():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5))
+
+    class Spare(torch.nn.Module):  # a layer forward never uses: it would never train
+        def __init__(self):
+            super().__init__()
+            self.net, self.spare = create_model("softmax"), torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.net(x)
+
+    def unused_layer():
+        return Spare()
+
+    def nan():
+        model = create_model("softmax")
+        torch.nn.init.constant_(model[1].bias, float("nan"))
+        return model
+
+    failed = {f.__name__: [c.name for c in check_model(f) if not c.ok]
+              for f in (five_classes, unused_layer, nan)}
+    assert failed == {"five_classes": ["output shape", "backward", "one image"],
+                      "unused_layer": ["backward"], "nan": ["finite output", "backward"]}
+    [params] = [c for c in check_model(lambda: create_model("softmax"), (1, 10)) if not c.ok]
+    assert params.detail == "7,850 trainable, want 1 to 10"
 
 
 def test_step2_and_step3_are_under_8k_and_smaller_than_step1():
