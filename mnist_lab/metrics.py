@@ -24,7 +24,7 @@ class Metric:
     kind: str  # fraction (shown as %), loss, count, seconds, rate or value
     help: str
     higher_is_better: bool = True
-    suite: str | None = None  # the evaluation suite that measures it (robust/suites.py)
+    suite: str | None = None  # the evaluation suite that measures it (suites.py)
 
     def format(self, x: float | None) -> str:
         """The value as a person reads it: 99.44%, 0.0274, 7,432, 12.3."""
@@ -74,7 +74,7 @@ _register("peak_rss_mb", "value", "peak resident memory, MB", False)
 _register("macro_precision", "fraction", "mean of per-class precision on test")
 _register("macro_recall", "fraction", "mean of per-class recall on test")
 _register("macro_f1", "fraction", "mean of per-class F1 on test")
-# Measured by `mnist-lab evaluate --suite` (robust/suites.py) and stored with the run
+# Measured by `mnist-lab evaluate --suite` (suites.py) and stored with the run
 _register("corruption_accuracy", "fraction", "mean test accuracy over the 15 MNIST-C-style "
           "corruptions", suite="corruptions")
 _register("worst_corruption_accuracy", "fraction", "test accuracy under the corruption that "

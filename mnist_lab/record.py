@@ -30,7 +30,7 @@ _TIMING = tuple(f.name for f in dataclasses.fields(Timing))
 
 @dataclass(frozen=True)
 class SuiteResult:
-    """What one evaluation suite measured on a run (robust/suites.py): registered metrics for
+    """What one evaluation suite measured on a run (suites.py): registered metrics for
     tables and comparisons, details (per corruption, per bin, per epsilon) for plots."""
 
     suite: str

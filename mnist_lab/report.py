@@ -12,14 +12,16 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from . import search_plots  # noqa: F401 - registers the search blocks' plot kinds
+from . import (
+    search_plots,  # noqa: F401 - registers the search blocks' plot kinds
+    suite_figures,  # noqa: F401 - registers the suites' plot kinds in PLOTS
+)
 from .compare import Comparison, Side, against_figure, holm, over_seeds
 from .document import Report, fmt, mean_std
 from .errors import UserError
 from .metrics import METRICS, SUITE_COLUMNS
 from .plots import PLOTS, complete
 from .record import RunRecord
-from .robust import figures  # noqa: F401 - registers the suites' plot kinds in PLOTS
 from .search import study_runs
 from .study import Run, Study
 

@@ -18,11 +18,11 @@ from tqdm import tqdm
 from .config import RunContext, TrainConfig
 from .pools import LocalPool, Pool, Task
 from .record import RunRecord, StudyLabel
-from .robust.suites import SuiteOptions, evaluate_run
 from .search import run_search
 from .snapshot import snapshot_path
 from .store import Store
 from .study import Run, Study, expand
+from .suites import SuiteOptions, evaluate_run
 from .worker import dataset
 
 # --quick: the suites shrink as the runs do, so CI measures every one in seconds

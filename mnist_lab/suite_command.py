@@ -1,6 +1,6 @@
 """`mnist-lab evaluate RUN --suite ...`: how a stored run fails beyond clean accuracy.
 
-The suites (robust/suites.py) are measured once and stored with the run; asked again with the
+The suites (suites.py) are measured once and stored with the run; asked again with the
 same options they are read back (`--force` measures again). Figures go to a folder per run.
 """
 
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from . import suite_figures as figures
 from .commands import table, write_json
 from .errors import UserError
 from .metrics import EPSILONS, METRICS
 from .record import RunRecord, SuiteResult
-from .robust import figures
-from .robust.suites import SUITES, SuiteOptions, evaluate_run
 from .store import Store
+from .suites import SUITES, SuiteOptions, evaluate_run
 
 
 def suite_names(arg: str) -> list[str]:

@@ -51,7 +51,7 @@ def test_without_a_hold_out_there_is_no_temperature():
 
 def test_temperature_scaling_lowers_validation_nll_on_a_real_run(suite_runs):
     from mnist_lab.data import holdout
-    from mnist_lab.robust.suites import subject
+    from mnist_lab.suites import subject
 
     s = subject(suite_runs.val_run)
     cfg = s.record.config

@@ -17,11 +17,11 @@ from mnist_lab.errors import UserError
 from mnist_lab.models import model_entry
 from mnist_lab.record import RunRecord, StudyLabel
 from mnist_lab.report import write_report
-from mnist_lab.robust.suites import TORCH_ONLY
 from mnist_lab.runner import Executor, pending, run_study
 from mnist_lab.snapshot import save_snapshot, snapshot_path
 from mnist_lab.store import Store
 from mnist_lab.study import SHIPPED, expand, find_study, list_studies, load_study
+from mnist_lab.suites import TORCH_ONLY
 
 STUDIES = sorted(SHIPPED.glob("*.toml"))
 

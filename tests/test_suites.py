@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from mnist_lab import suites
 from mnist_lab.metrics import METRICS, SUITE_COLUMNS
-from mnist_lab.robust import suites
-from mnist_lab.robust.suites import SUITES, TORCH_ONLY
 from mnist_lab.store import Store
+from mnist_lab.suites import SUITES, TORCH_ONLY
 
 FAST = ["--attack-images", "50", "--pgd-steps", "5"]
 

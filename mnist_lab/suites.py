@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import Dataset, cache_dir, holdout, input_stats, load
-from ..errors import UserError
-from ..metrics import EPSILONS, TestOutputs
-from ..models import Standardised, model_entry
-from ..record import RunRecord, SuiteResult
-from ..store import Store, load_checkpoint
-from . import attacks, corrupted_set
-from .calibration import calibrate
-from .saliency import saliency
+from .data import Dataset, cache_dir, holdout, input_stats, load
+from .errors import UserError
+from .metrics import EPSILONS, TestOutputs
+from .models import Standardised, model_entry
+from .record import RunRecord, SuiteResult
+from .robust import attacks, corrupted_set
+from .robust.calibration import calibrate
+from .robust.saliency import saliency
+from .store import Store, load_checkpoint
 
 SUITES: dict[str, Callable[[Subject, SuiteOptions], SuiteResult]] = {}
 TORCH_ONLY: set[str] = set()  # suites that need gradients: not for scikit-learn models
@@ -103,7 +103,7 @@ def subject(record: RunRecord, data_dir: str | None = None, progress: bool = Fal
 
 def _classical_subject(record: RunRecord, data: Dataset, progress: bool,
                        outputs: TestOutputs | None) -> Subject:
-    from ..train import train  # only scikit-learn runs are refitted: keep torch loads light
+    from .train import train  # only scikit-learn runs are refitted: keep torch loads light
 
     model = train(record.config, data).model
     stats = input_stats(record.config.dataset, record.config.normalize)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..document import Report
-from ..plots import complete, register_plot
-from ..record import SuiteResult
+from .document import Report
+from .plots import complete, register_plot
+from .record import SuiteResult
 
 Series = list[tuple[str, list[SuiteResult]]]
 
