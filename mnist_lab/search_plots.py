@@ -30,8 +30,18 @@ def _search_history(rep: Report, spec: dict, block: dict, variants: list[str],
     best = (np.maximum if METRICS[name].higher_is_better else np.minimum).accumulate(value)
     pruned = [int(r.label.variant[6:]) for r in records if r.status == "pruned"]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.plot(number, factor * value, "o", label="complete trial")
-    ax.step(number, factor * best, where="post", label="best so far")
+    y, curve = factor * value, factor * best
+    # the axis spans the best-so-far curve and what lies near it: a diverged trial at 10%
+    # would flatten every difference that matters; such trials sit on the edge as triangles
+    edge = curve.min() - 0.5 * (curve.max() - curve.min() + 1e-9)
+    if not METRICS[name].higher_is_better:
+        edge = curve.max() + 0.5 * (curve.max() - curve.min() + 1e-9)
+    off = y < edge if METRICS[name].higher_is_better else y > edge
+    ax.plot(number[~off], y[~off], "o", label="complete trial")
+    if off.any():
+        ax.plot(number[off], np.full(off.sum(), edge), "v", color="C3",
+                label="complete, off the axis")
+    ax.step(number, curve, where="post", label="best so far")
     for x in pruned:  # where the pruner stopped a trial: a tick on the axis
         ax.axvline(x, color="0.8", linewidth=0.8, zorder=0)
     ax.set(xlabel="trial", ylabel=f"{name}{' (%)' if factor == 100 else ''}",
