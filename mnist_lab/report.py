@@ -71,18 +71,24 @@ def _against_baseline(block: dict, variants: list[str], groups: dict) -> dict[st
 
 
 def _against_source(block: dict, variants: list[str], groups: dict) -> list[Comparison | str]:
-    """Each variant's seeds against the source's single figure, Holm-corrected in the block;
-    a variant that cannot be tested says why."""
-    metric, refs = block.get("compare", "test_accuracy"), block.get("reference", {})
-    tested, untested = [], []
-    for v in variants:
-        if metric in refs.get(v, {}) and len(runs := complete(groups, block, v)) >= 2:
-            try:
-                tested.append(against_figure(Side(v, runs), refs[v][metric], metric,
-                                             "the source"))
-            except UserError as e:
-                untested.append(str(e))
-    return holm(tested) + untested
+    """Each variant's seeds against the source's single figure, for the compared metric and
+    every other accuracy the source gives, Holm-corrected per metric within the block; a
+    variant that cannot be tested says why."""
+    refs = block.get("reference", {})
+    given = dict.fromkeys(m for v in variants for m in refs.get(v, {})
+                          if METRICS[m].kind == "fraction")
+    out: list[Comparison | str] = []
+    for metric in dict.fromkeys([block.get("compare", "test_accuracy"), *given]):
+        tested, untested = [], []
+        for v in variants:
+            if metric in refs.get(v, {}) and len(runs := complete(groups, block, v)) >= 2:
+                try:
+                    tested.append(against_figure(Side(v, runs), refs[v][metric], metric,
+                                                 "the source"))
+                except UserError as e:
+                    untested.append(str(e))
+        out += holm(tested) + untested
+    return out
 
 
 def _delta(c: Comparison | None) -> list[str]:

@@ -50,8 +50,23 @@ class Outcome:
     env: dict  # versions, device, threads (envinfo.environment)
 
 
+# Per process, the splits of the last few (dataset, hold-out, subset, seed): a search trains
+# each trial one epoch per rung, and drawing a 60k hold-out again for every rung cost more
+# than a small model's epoch. The dataset is kept with its splits, so its id cannot be reused.
+_SPLITS: dict[tuple, tuple[Dataset, tuple[Split, Split | None, Split]]] = {}
+
+
 def make_splits(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None, Split]:
     """(train, validation or None, test) after hold-out, class-balanced subset, test subset."""
+    key = (id(data), cfg.val_size, cfg.subset, cfg.test_subset, cfg.seed)
+    if key not in _SPLITS or _SPLITS[key][0] is not data:
+        if len(_SPLITS) >= 4:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        _SPLITS[key] = (data, _split(cfg, data))
+    return _SPLITS[key][1]
+
+
+def _split(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None, Split]:
     train, val, test = data.train, None, data.test
     if cfg.val_size:
         train, val = holdout(train, cfg.val_size, cfg.seed)

@@ -10,7 +10,7 @@ import pytest
 from mnist_lab.config import RunContext
 from mnist_lab.errors import UserError
 from mnist_lab.report import write_report
-from mnist_lab.runner import run_study
+from mnist_lab.runner import Executor, run_study
 from mnist_lab.store import Store
 from mnist_lab.study import load_study
 
@@ -131,3 +131,17 @@ def test_without_optuna_a_search_says_how_to_install_it(tmp_path, data_root, mon
     monkeypatch.setattr(builtins, "__import__", no_optuna)
     with pytest.raises(UserError, match=r"pip install 'mnist-lab\[search\]'"):
         run_study(_study(tmp_path), Store(tmp_path / "runs"), RunContext(data_dir=str(data_root)))
+
+
+def test_a_search_on_ray_asks_and_stores_what_the_local_pool_does(tmp_path, data_root):
+    ray = pytest.importorskip("ray")
+    ctx = RunContext(data_dir=str(data_root))
+    local, remote = Store(tmp_path / "local"), Store(tmp_path / "ray")
+    run_study(_study(tmp_path, n_trials=3), local, ctx)
+    try:  # no snapshots on Ray: each rung trains again from the start, to the same weights
+        run_study(_study(tmp_path, n_trials=3), remote, ctx, executor=Executor("ray"))
+    finally:
+        ray.shutdown()
+    seen = [[(r.key, r.status, [e.val_accuracy for e in r.history]) for r in _trials(store)]
+            for store in (local, remote)]
+    assert seen[0] == seen[1] and len(seen[0]) == 3
