@@ -97,11 +97,11 @@ def rebuild(block: dict, records: list[RunRecord]):
     for r in trials_of(block, records):
         steps = {e.epoch: getattr(e, name) for e in r.history if getattr(e, name) is not None}
         value = r.metric(name) if r.status == "complete" else None
+        done = state.COMPLETE if value is not None else state.FAIL
         study.add_trial(optuna.trial.create_trial(
             params={k: getattr(r.config, k) for k in dists}, distributions=dists,
             value=value, intermediate_values=steps,
-            state={"complete": state.COMPLETE, "pruned": state.PRUNED}.get(r.status,
-                                                                             state.FAIL)))
+            state={"complete": done, "pruned": state.PRUNED}.get(r.status, state.FAIL)))
     return study
 
 

@@ -137,7 +137,7 @@ def _check_keys(doc: dict) -> None:
         where = f"block {block['name']!r}: "
         _typed(where, block, BLOCK_KEYS)
         if "search" in block:
-            _check_search(where, block)
+            _check_search(where, block, {**doc.get("base", {}), **block.get("base", {})})
         for suite in block.get("evaluate", []):
             if suite not in SUITE_COLUMNS:
                 raise UserError(f"{where}evaluate: unknown suite {suite!r}; choose from "
@@ -152,8 +152,9 @@ def _check_keys(doc: dict) -> None:
             raise UserError(f"{where}duplicate variant name {dupes[0]!r}")
 
 
-def _check_search(where: str, block: dict) -> None:
-    """A search block: its keys and types, a space over TrainConfig fields, a val objective."""
+def _check_search(where: str, block: dict, base: dict) -> None:
+    """A search block: its keys and types, a space over TrainConfig fields, a validation
+    objective and the hold-out it is measured on."""
     if "grid" in block or "variants" in block:
         raise UserError(f"{where}a search block has no grid or variants: its trials are them")
     spec = block["search"]
@@ -167,6 +168,9 @@ def _check_search(where: str, block: dict) -> None:
         raise UserError(f"{where}search objective must be a validation metric (val_accuracy, "
                         "val_loss): choosing on test would leak it")
     metric(spec.get("objective", "val_accuracy"))
+    if not base.get("val_size"):
+        raise UserError(f"{where}search optimises {spec.get('objective', 'val_accuracy')}: give "
+                        "its runs a validation hold-out (val_size = N in base)")
     if spec.get("sampler", "tpe") not in SAMPLERS or spec.get("pruner", "median") not in PRUNERS:
         raise UserError(f"{where}search sampler is one of {', '.join(SAMPLERS)}, pruner one of "
                         f"{', '.join(PRUNERS)}")

@@ -115,6 +115,7 @@ def test_a_resumed_search_asks_what_an_uninterrupted_one_would(tmp_path, data_ro
     ({'pruner = "median"': 'pruner = "hyperband"'}, "pruner one of none, median, halving"),
     ({"choices = [32, 128]": "low = 5"}, "search space 'batch_size'"),
     ({"against": "againts"}, "unknown key 'againts'"),
+    ({"val_size = 1000": "val_size = 0"}, "give its runs a validation hold-out"),
 ])
 def test_a_bad_search_block_is_refused(tmp_path, replace, phrase):
     with pytest.raises(UserError, match=phrase.replace("(", r"\(")):

@@ -18,6 +18,7 @@ from mnist_lab.models import model_entry
 from mnist_lab.record import RunRecord, StudyLabel
 from mnist_lab.report import write_report
 from mnist_lab.runner import Executor, pending, run_study
+from mnist_lab.search import study_runs
 from mnist_lab.snapshot import save_snapshot, snapshot_path
 from mnist_lab.store import Store
 from mnist_lab.study import SHIPPED, expand, find_study, list_studies, load_study
@@ -206,7 +207,7 @@ def test_study_quick(path, tmp_path, data_root):
     counts = run_study(study, store, RunContext(data_dir=str(data_root)), quick=True)
     assert counts.get("failed", 0) == 0 and counts["skipped"] == 0
     records = store.runs(study=study.store_name(quick=True))
-    assert len(records) == len({r.config.key() for r in expand(study, quick=True)})
+    assert len(records) == len({r.config.key() for r in study_runs(study, records, quick=True)})
     suites = {s for block in study.blocks for s in block.get("evaluate", [])}
     for r in records:  # every run keeps its model, and its blocks' suites are measured
         torch_run = model_entry(r.model).kind == "torch"
