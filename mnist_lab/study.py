@@ -138,6 +138,12 @@ def _check_keys(doc: dict) -> None:
         _typed(where, block, BLOCK_KEYS)
         if "search" in block:
             _check_search(where, block, {**doc.get("base", {}), **block.get("base", {})})
+            chosen = [b.get("name") for b in doc["blocks"] if isinstance(b, dict)
+                      and "select_by" in b]
+            against = block["search"].get("against")
+            if against is not None and against not in chosen:
+                raise UserError(f"{where}search against {against!r}: name a block with "
+                                f"select_by ({', '.join(chosen) or 'there is none'})")
         for suite in block.get("evaluate", []):
             if suite not in SUITE_COLUMNS:
                 raise UserError(f"{where}evaluate: unknown suite {suite!r}; choose from "
