@@ -83,23 +83,28 @@ class Comparison:
         d = 2 if pp else 4  # decimals: 0.15 pp, a loss 0.0068
         p = self.p_holm if self.p_holm is not None else self.p_value
         holm = ", Holm" if self.p_holm is not None else ""
-        ci = f"95% CI {scale * self.ci_low:+.{d}f} to {scale * self.ci_high:+.{d}f}{unit}"
         sides = (f"{self.n_b} vs {self.n_a} seeds" if self.test != "one-sample t"
                  else f"{self.n_b} seeds")
-        detail = f"({ci}, p = {_p(p)}{holm}, {self.test}, {sides})"
+
+        def detail(lo: float, hi: float) -> str:
+            ci = f"95% CI {scale * lo:+.{d}f} to {scale * hi:+.{d}f}{unit}"
+            return f"({ci}, p = {_p(p)}{holm}, {self.test}, {sides})"
         if self.significant:
             better = self.difference > 0 if METRICS[self.metric].higher_is_better else \
                 self.difference < 0
             winner, loser = (self.b, self.a) if better else (self.a, self.b)
+            # the interval of the margin the sentence states: how much the winner is better
+            s = 1 if (winner == self.b) == METRICS[self.metric].higher_is_better else -1
+            lo, hi = sorted((s * self.ci_low, s * self.ci_high))
             return (f"{winner} beats {loser} by {scale * abs(self.difference):.{d}f}{unit} "
-                    f"on {self.metric} {detail}")
+                    f"on {self.metric} {detail(lo, hi)}")
         need = (f"; about {self.seeds_needed} seeds per side would detect it"
                 if self.seeds_needed else
                 f"; not detectable with fewer than {MAX_SEEDS} seeds"
                 if self.test in ("Welch's t", "paired t") else "")
         n = self.n_b if self.test == "one-sample t" else min(self.n_a, self.n_b)
         return (f"{self.b} vs {self.a}: {scale * self.difference:+.{d}f}{unit} on {self.metric}, "
-                f"not established at n = {n} {detail}{need}")
+                f"not established at n = {n} {detail(self.ci_low, self.ci_high)}{need}")
 
 
 def _p(p: float) -> str:
