@@ -148,6 +148,8 @@ class TestOutputs:
     """What the final model said about each test image: what comparisons and ensembles read,
     so that they never re-evaluate a checkpoint."""
 
+    __test__ = False  # a name pytest would otherwise try to collect
+
     probabilities: np.ndarray  # class probabilities, float16 [N, classes]
     labels: np.ndarray  # the true classes, uint8 [N]
 
