@@ -2,10 +2,15 @@
 
 Each measurement is a fresh process, timed from its start (imports and data loading included):
 `mnist-lab train --stop-at-accuracy T --json ...` for ours, `bench/reference_pipeline.py` for
-the reference. Seeds alternate between the two so machine drift hits both alike. Prints a
-Markdown table (median and range over seeds) and writes all records as JSON lines.
+the references (pytorch/examples, and tuomaso/train_mnist_fast's recipe in the same data path).
+Seeds alternate between the pipelines so machine drift hits all alike. Prints a Markdown table
+(median and range over seeds) and writes all records as JSON lines.
 
-    python bench/time_to_accuracy.py --target 0.99 --seeds 0 1 2
+Machines differ, so every time is also given in reference epochs: divided by the wall time of
+one epoch (its training and its test pass) of the pytorch/examples pipeline, the median over
+this run's seeds.
+
+    python bench/time_to_accuracy.py --target 0.99 --seeds 0 1 2 3 4 --ours "--preset fast-99.0"
     python bench/time_to_accuracy.py --tiny          # seconds; what CI runs so this cannot rot
 """
 
@@ -53,11 +58,19 @@ def ours(args: argparse.Namespace, seed: int) -> dict:
                                       "infer_images_per_s", "peak_rss_mb")}}
 
 
-def reference(args: argparse.Namespace, seed: int) -> dict:
-    """bench/reference_pipeline.py, stopped at the target."""
-    cmd = [sys.executable, str(HERE / "reference_pipeline.py"), "--target", str(args.target),
-           "--seed", str(seed), *data_flag(args), *shlex.split(args.reference)]
+def reference(args: argparse.Namespace, recipe: str, seed: int) -> dict:
+    """bench/reference_pipeline.py with one recipe, stopped at the target."""
+    flags = shlex.split(args.reference_flags) + (["--epochs", str(args.reference_epochs)]
+                                                 if recipe == "examples" else [])
+    cmd = [sys.executable, str(HERE / "reference_pipeline.py"), "--recipe", recipe,
+           "--target", str(args.target), "--seed", str(seed), *data_flag(args), *flags]
     return run_json(cmd)
+
+
+def reference_epoch(rows: list[dict]) -> float | None:
+    """Median wall time of the examples pipeline's first epoch (train and test pass)."""
+    epochs = [r["history"][0]["seconds"] for r in rows if r["pipeline"] == "reference/examples"]
+    return statistics.median(epochs) if epochs else None
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -80,33 +93,44 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def table(summaries: list[dict], target: float) -> str:
-    """Markdown table of the summaries plus the speed-up of ours over the reference."""
+def table(summaries: list[dict], target: float, ref_epoch: float | None) -> str:
+    """Markdown table of the summaries, in seconds and reference epochs, and the speed-up of
+    ours over each reference."""
     fmt = "{:.1f}".format
     lines = [f"Time to {target:.2%} test accuracy ({platform.processor() or platform.machine()}, "
-             f"{date.today()}):", "",
-             "| pipeline | model | reached | median s | range s | train img/s | infer img/s "
-             "| peak MB |", "|---|---|---|---|---|---|---|---|"]
+             f"{date.today()}); one reference epoch (pytorch/examples) = "
+             f"{fmt(ref_epoch) + ' s' if ref_epoch else 'not measured'}:", "",
+             "| pipeline | model | reached | median s | range s | ref. epochs | train img/s "
+             "| infer img/s | peak MB |", "|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         rng = f"{fmt(s['min_s'])}–{fmt(s['max_s'])}" if s["min_s"] else "—"
         med = fmt(s["median_s"]) if s["median_s"] else "—"
+        ratio = f"{s['median_s'] / ref_epoch:.2f}" if s["median_s"] and ref_epoch else "—"
         lines.append(f"| {s['pipeline']} | {s['model']} | {s['reached']} | {med} | {rng} | "
-                     f"{s['train_img_s']:.0f} | {s['infer_img_s']:.0f} | {s['peak_rss_mb']:.0f} |")
-    if len(summaries) == 2 and all(s["median_s"] for s in summaries):
-        lines += ["", f"Speed-up: {summaries[1]['median_s'] / summaries[0]['median_s']:.1f}×"]
+                     f"{ratio} | {s['train_img_s']:.0f} | {s['infer_img_s']:.0f} | "
+                     f"{s['peak_rss_mb']:.0f} |")
+    ours = summaries[0]
+    for other in summaries[1:]:
+        if ours["median_s"] and other["median_s"]:
+            lines.append(f"\nSpeed-up over {other['pipeline']}: "
+                         f"{other['median_s'] / ours['median_s']:.1f}×")
     return "\n".join(lines)
 
 
 def main() -> None:
-    """Parse flags, run both pipelines over the seeds, print the table."""
+    """Parse flags, run every pipeline over the seeds, print the table."""
     p = argparse.ArgumentParser(description="Time to target accuracy, ours vs the usual "
                                 "PyTorch pipeline.")
     p.add_argument("--target", type=float, default=0.99)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--ours", default="", help="extra `mnist-lab train` flags (the recipe)")
-    p.add_argument("--reference", default="--recipe examples",
-                   help="flags for bench/reference_pipeline.py")
-    p.add_argument("--no-reference", action="store_true", help="time ours only")
+    p.add_argument("--references", nargs="*", default=["examples", "tuomaso"],
+                   choices=("examples", "tuomaso"), help="reference recipes to time beside "
+                   "ours (none: ours only)")
+    p.add_argument("--reference-flags", default="", help="more bench/reference_pipeline.py "
+                   "flags, e.g. --subset N")
+    p.add_argument("--reference-epochs", type=int, default=14,
+                   help="examples: epochs at most (1: its epoch time only, the ratio's unit)")
     p.add_argument("--runs-dir", default="runs/bench", help="where our runs are stored")
     p.add_argument("--data-dir", help="dataset folder (else $MNIST_LAB_DATA, the cache)")
     p.add_argument("--out", default="bench/results.jsonl", help="JSON lines of every run")
@@ -115,17 +139,20 @@ def main() -> None:
     if args.tiny:
         args.target, args.seeds = 0.5, [0]
         args.ours = "--subset 2000 --epochs 3 --batch-size 64 " + args.ours
-        args.reference = "--subset 2000 --epochs 3 " + args.reference
-    rows: dict[str, list[dict]] = {"ours": [], "reference": []}
+        args.reference_flags = "--subset 2000 " + args.reference_flags
+        args.reference_epochs = 3
+    rows: dict[str, list[dict]] = {"ours": [], **{name: [] for name in args.references}}
     for seed in args.seeds:
         rows["ours"].append(ours(args, seed))
-        if not args.no_reference:
-            rows["reference"].append(reference(args, seed))
+        for name in args.references:
+            rows[name].append(reference(args, name, seed))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    everything = [r for pipeline in rows.values() for r in pipeline]
     with open(args.out, "a") as f:
-        for r in rows["ours"] + rows["reference"]:
+        for r in everything:
             f.write(json.dumps({"target": args.target, **r}) + "\n")
-    print(table([summarise(r) for r in rows.values() if r], args.target))
+    print(table([summarise(r) for r in rows.values() if r], args.target,
+                reference_epoch(everything)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 from . import __version__
 from .config import TrainConfig
 from .errors import UserError
+from .presets import PRESETS, describe, list_presets
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,20 +37,27 @@ def _parse_kv(text: str) -> tuple[str, object]:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, help text and default taken from the dataclass."""
+    """One flag per TrainConfig field, help text and default taken from the dataclass, and
+    --preset. A flag not given is left out of the namespace (SUPPRESS), so that a preset's
+    value holds unless the flag is given, even when given at the default."""
+    presets = "; ".join(f"{name}: {describe(PRESETS[name])}" for name in list_presets())
+    p.add_argument("--preset", choices=list_presets(), help="a named recipe; flags given "
+                   "beside it override it. " + presets.replace("%", "%%"))
     for f in dataclasses.fields(TrainConfig):
         flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.metadata.get("cli") is False:  # filled in by mnist-lab (model_source)
             continue
         if f.name == "model_kwargs":
-            p.add_argument("--model-arg", dest="model_kwargs", action="append", default=[],
-                           type=_parse_kv, metavar="KEY=VALUE", help=help_)
-        elif f.type in ("bool", bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+            p.add_argument("--model-arg", dest="model_kwargs", action="append",
+                           default=argparse.SUPPRESS, type=_parse_kv, metavar="KEY=VALUE",
                            help=help_)
+        elif f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=f"{help_} (default: {f.default})")
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"),
+            p.add_argument(flag, type=kind, default=argparse.SUPPRESS,
+                           choices=f.metadata.get("choices"),
                            help=f"{help_} (default: {f.default})")
 
 

@@ -18,6 +18,7 @@ from .inference import Classifier
 from .metrics import METRICS, classify
 from .models import build_model, count_params, create_model, list_models, model_entry
 from .preprocess import load_image, to_mnist
+from .presets import preset_settings
 from .record import RunRecord
 from .store import Store, check_writable, find_checkpoint, load_checkpoint
 from .tracking import LiveLog
@@ -26,10 +27,13 @@ from .worker import dataset, execute
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from parsed `train` flags."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-              if hasattr(args, f.name)}  # not model_source: no flag sets it
-    values["model_kwargs"] = dict(args.model_kwargs)
+    """TrainConfig from parsed `train` flags: the defaults, then the preset's settings, then
+    the flags given (only those are in the namespace)."""
+    values = preset_settings(args.preset) if getattr(args, "preset", None) else {}
+    values |= {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+               if hasattr(args, f.name)}  # not model_source: no flag sets it
+    if "model_kwargs" in values:
+        values["model_kwargs"] = dict(values["model_kwargs"])
     return TrainConfig(**values)
 
 

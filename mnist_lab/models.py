@@ -237,6 +237,25 @@ def compact_step3(dropout: float = 0.0, num_classes: int = 10) -> nn.Module:
     return CompactCNN((8, 16, 8, 16, 16, 16), dropout, num_classes)
 
 
+# ---------------------------------------------------------------- the speed presets' CNN
+
+@register_model(source="speed presets (docs/PERFORMANCE.md): pool first, then go wide")
+def fast_cnn(c1: int = 16, c2: int = 32, c3: int = 64, num_classes: int = 10) -> nn.Module:
+    """5x5 conv, pool, then two wide 3x3 convs and a GAP head: 24,314 parameters (c2=48: 35,866).
+
+    Design for CPU time, not parameters: the one full-resolution layer has a single input
+    channel and is pooled at once, so the work sits at 12x12 and 5x5 in 32-64 channels, wide
+    enough to fill the AVX2 FMA units. It trains ~3x faster per image than compact_step3 (BN
+    after the pool: a quarter of the values to normalise).
+    """
+    def stage(cin: int, cout: int, k: int, pool: bool) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, k, bias=False), *([nn.MaxPool2d(2)] if pool else []),
+                nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(*stage(1, c1, 5, True), *stage(c1, c2, 3, True),
+                         *stage(c2, c3, 3, False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(c3, num_classes))
+
+
 # ---------------------------------------------------------------- over-parameterised CNN
 
 @register_model(source="weight-decay study: 1->64->128->256, BN, ReLU, two max-pools")

@@ -24,6 +24,7 @@ PARAM_RANGES = {
     "compact_step2": (7_000, 7_999),
     "compact_step3": (7_000, 7_999),
     "overparam_cnn": (1_000_000, 10_000_000),
+    "fast_cnn": (24_314, 24_314),
 }
 
 
