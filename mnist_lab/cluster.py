@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from .config import RunContext, TrainConfig
 from .data import Dataset
 from .errors import UserError
-from .record import RunRecord, StudyLabel
-from .worker import run_one
+from .record import RunRecord
+from .worker import PackTask, Task, run_task
 
 MAX_RETRIES = 2  # times a run is restarted after its worker process or node died
 PACKAGE = str(Path(__file__).resolve().parent)  # shipped to the workers as py_modules
@@ -124,23 +123,26 @@ class RayPool:
         connect(address)
         _one_line_cluster_errors(self.ray)
         self.refs = {name: self.ray.put(d) for name, d in data.items()}  # once, for every task
-        self.remote, self.gpus, self.todo = self.ray.remote(run_one), gpus_per_run, {}
+        self.remote, self.gpus, self.todo = self.ray.remote(run_task), gpus_per_run, {}
 
-    def submit(self, tag: object, task: tuple[TrainConfig, RunContext, StudyLabel]) -> None:
-        """Start a run on the cluster."""
-        cfg, ctx, label = task
+    def submit(self, tag: object, task: Task | PackTask) -> None:
+        """Start a run, or a pack, on the cluster."""
+        cfg = task[0][0] if isinstance(task[0], list) else task[0]
         options = {"num_cpus": cfg.threads, "num_gpus": self.gpus, "max_retries": MAX_RETRIES}
-        ref = self.remote.options(**options).remote(cfg, ctx, label, self.refs[cfg.dataset])
-        self.todo[ref] = (tag, cfg, label)
+        ref = self.remote.options(**options).remote(task, self.refs[cfg.dataset])
+        self.todo[ref] = (tag, task)
 
-    def next(self) -> tuple[object, RunRecord]:
-        """The next run to finish; a run whose worker died too often is a failed record."""
+    def next(self) -> tuple[object, RunRecord | list[RunRecord]]:
+        """The next task to finish; a run whose worker died too often is a failed record."""
         (ready,), _ = self.ray.wait(list(self.todo), num_returns=1)
-        tag, cfg, label = self.todo.pop(ready)
+        tag, task = self.todo.pop(ready)
         try:
             return tag, self.ray.get(ready)
         except self.ray.exceptions.RayError as e:  # its worker or node died past the retries
-            return tag, RunRecord.failed(cfg, e, label)
+            if isinstance(task[0], list):
+                cfgs, _, labels = task
+                return tag, [RunRecord.failed(c, e, la) for c, la in zip(cfgs, labels, strict=True)]
+            return tag, RunRecord.failed(task[0], e, task[2])
 
     def __len__(self) -> int:
         return len(self.todo)

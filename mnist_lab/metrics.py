@@ -141,6 +141,9 @@ class Timing:
     seconds_to_target: float | None = None  # process start to --stop-at-accuracy; None: missed
     resumed_at_epoch: int | None = None  # the epoch a resumed run went on from
     peak_rss_mb: float | None = None
+    # Runs trained together as one batched model (pack.py), this one included; None: alone.
+    # A packed run's wall time is the pack's, and its images/s its own share of the pack's.
+    packed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Where runs train while the driver waits: this process, a local process pool, or Ray.
 
-A pool takes tasks (run_one's arguments, each with a tag of the caller's) as they come and
-hands back finished records one at a time, so a driver may decide the next task from the last
-result (a search's next trial, a pruned trial's next rung). Only the driver writes the store.
+A pool takes tasks (a run, or a pack of one config's seeds; each with a tag of the caller's) as
+they come and hands back finished records (a pack's as a list) one task at a time, so a driver
+may decide the next task from the last result (a search's next trial, a pruned trial's next
+rung). Only the driver writes the store.
 """
 
 from __future__ import annotations
@@ -12,21 +13,20 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Protocol
 
-from .config import RunContext, TrainConfig
-from .record import RunRecord, StudyLabel
-from .worker import run_one
+from .record import RunRecord
+from .worker import PackTask, Task, run_task
 
-Task = tuple[TrainConfig, RunContext, StudyLabel]  # run_one's arguments
+Result = RunRecord | list[RunRecord]  # a run's record, or a pack's
 
 
 class Pool(Protocol):
     """What a driver needs of a pool of workers."""
 
-    def submit(self, tag: object, task: Task) -> None:
-        """Queue a run; its record comes back from `next` with the tag."""
+    def submit(self, tag: object, task: Task | PackTask) -> None:
+        """Queue a run or a pack; its result comes back from `next` with the tag."""
 
-    def next(self) -> tuple[object, RunRecord]:
-        """Wait for any queued run to finish: (its tag, its record)."""
+    def next(self) -> tuple[object, Result]:
+        """Wait for any queued task to finish: (its tag, its record or records)."""
 
     def __len__(self) -> int:
         """Runs queued or running."""
@@ -39,25 +39,25 @@ class LocalPool:
     """Runs in this process (jobs = 1), or in `jobs` spawned worker processes."""
 
     def __init__(self, jobs: int = 1):
-        self.queue: deque[tuple[object, Task]] = deque()
+        self.queue: deque[tuple[object, Task | PackTask]] = deque()
         self.futures: dict[Future, object] = {}
         # spawn, not fork: a forked child inherits torch's thread pool in an unusable state.
         self.pool = (ProcessPoolExecutor(max_workers=jobs,
                                          mp_context=multiprocessing.get_context("spawn"))
                      if jobs > 1 else None)
 
-    def submit(self, tag: object, task: Task) -> None:
-        """Queue a run."""
+    def submit(self, tag: object, task: Task | PackTask) -> None:
+        """Queue a run or a pack."""
         if self.pool is None:
             self.queue.append((tag, task))
         else:
-            self.futures[self.pool.submit(run_one, *task)] = tag
+            self.futures[self.pool.submit(run_task, task)] = tag
 
-    def next(self) -> tuple[object, RunRecord]:
-        """The next finished run (in this process: the oldest queued one, trained now)."""
+    def next(self) -> tuple[object, Result]:
+        """The next finished task (in this process: the oldest queued one, trained now)."""
         if self.pool is None:
             tag, task = self.queue.popleft()
-            return tag, run_one(*task)
+            return tag, run_task(task)
         done, _ = wait(self.futures, return_when=FIRST_COMPLETED)
         future = next(iter(done))
         return self.futures.pop(future), future.result()

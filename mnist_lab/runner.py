@@ -12,21 +12,24 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm import tqdm
 
 from .config import RunContext, TrainConfig
-from .pools import LocalPool, Pool, Task
+from .pools import LocalPool, Pool
 from .record import RunRecord, StudyLabel
 from .search import run_search
-from .snapshot import snapshot_path
+from .snapshot import epochs_done, snapshot_path
 from .store import Store
 from .study import Run, Study, expand
 from .suites import SuiteOptions, evaluate_run
-from .worker import dataset
+from .train_pack import pack_problem
+from .worker import PackTask, Task, dataset
 
 # --quick: the suites shrink as the runs do, so CI measures every one in seconds
 QUICK_SUITES = SuiteOptions(attack_images=100, pgd_steps=10, saliency_images=2)
+MAX_PACK = 8  # seeds trained as one packed model at most (train_pack.py)
 TRAIN_IMAGES = 60_000  # training set size of MNIST and Fashion-MNIST alike
 
 
@@ -62,6 +65,7 @@ class Executor:
     jobs: int = 1  # local: runs in parallel, sharing the cores
     address: str | None = None  # ray: the cluster (None: start Ray in this process)
     gpus_per_run: float = 0.0  # ray: GPUs each run asks for
+    pack: bool = True  # train a variant's seeds as one packed model where the config allows
 
 
 def make_pool(executor: Executor, ctx: RunContext, datasets: set[str]) -> Pool:
@@ -76,11 +80,30 @@ def make_pool(executor: Executor, ctx: RunContext, datasets: set[str]) -> Pool:
                    executor.gpus_per_run)
 
 
-def _results(tasks: list[Task], pool: Pool) -> Iterator[RunRecord]:
+def packed(tasks: list[Task], snapshots: bool) -> list[Task | PackTask]:
+    """The tasks with each config's seeds gathered into packs where they can train as one
+    (train_pack.pack_problem) and, with snapshots, have trained equally far; the rest alone."""
+    groups: dict[str, list[Task]] = {}
+    for task in tasks:  # by config less its seed, in the order the runs come
+        groups.setdefault(dataclasses.replace(task[0], seed=0).key(), []).append(task)
+    out: list[Task | PackTask] = []
+    for group in groups.values():
+        for i in range(0, len(group), MAX_PACK):
+            chunk = group[i:i + MAX_PACK]
+            done = {epochs_done(Path(t[1].snapshot)) for t in chunk} if snapshots else {0}
+            if len(chunk) > 1 and len(done) == 1 and pack_problem([t[0] for t in chunk]) is None:
+                out.append(tuple(list(column) for column in zip(*chunk, strict=True)))
+            else:
+                out.extend(chunk)
+    return out
+
+
+def _results(tasks: list[Task | PackTask], pool: Pool) -> Iterator[RunRecord]:
     for task in tasks:
         pool.submit(None, task)
     while len(pool):
-        yield pool.next()[1]
+        result = pool.next()[1]
+        yield from result if isinstance(result, list) else [result]
 
 
 def run_study(study: Study, store: Store, ctx: RunContext, quick: bool = False,
@@ -97,12 +120,14 @@ def run_study(study: Study, store: Store, ctx: RunContext, quick: bool = False,
               dataclasses.replace(ctx, progress=False, snapshot=str(
                   snapshot_path(store.root, run.config.key())) if local else None),
               StudyLabel(name, run.block, run.variant, run.seed)) for run in todo]
+    if executor.pack:
+        tasks = packed(tasks, snapshots=local)
     unique = {r.config.key() for r in expand(study, quick)}  # blocks may share a run
     counts = {"skipped": len(unique) - len(todo)}
     searches = [b for b in study.blocks if "search" in b]
     if not tasks and not searches:
         return counts | _evaluated(study, store, ctx, quick)
-    datasets = {t[0].dataset for t in tasks} | {
+    datasets = {run.config.dataset for run in todo} | {
         (b.get("base", {}) | study.base).get("dataset", "mnist") for b in searches}
     pool = make_pool(executor, ctx, datasets)
     try:

@@ -96,7 +96,7 @@ def _run(study: Study, args: argparse.Namespace) -> None:
     live = LiveLog(args.mlflow) if args.mlflow else None  # so must an unreachable tracker
     store = Store(check_writable(args.runs_dir))
     ctx = RunContext(data_dir=args.data_dir, progress=not args.no_progress)
-    executor = Executor(args.executor, args.jobs, args.address, args.gpus_per_run)
+    executor = Executor(args.executor, args.jobs, args.address, args.gpus_per_run, args.pack)
     counts = run_study(study, store, ctx, args.quick, executor, on_stored=live)
     name = study.store_name(args.quick)
     print(f"study {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))

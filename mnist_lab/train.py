@@ -133,7 +133,7 @@ class _Trainer:
             penalty = cfg.l2 * sum((w ** 2).sum() for w in weights) if cfg.l2 else 0.0
             self.opt.zero_grad(set_to_none=True)
             (loss + penalty).backward()
-            if not _step(self.opt):
+            if not optimizer_step(self.opt):
                 return math.nan, math.nan, lr
             loss_sum += loss.detach() * len(idx)
             # under adversarial training: loss and accuracy on the attack examples, not clean
@@ -229,7 +229,7 @@ class _Trainer:
             entry.lr, entry.seconds = lr, seconds
             history.append(entry)
             if progress:
-                bar.write(_epoch_line(entry, cfg.epochs))
+                bar.write(epoch_line(entry, cfg.epochs))
             if cfg.stop_at_accuracy and entry.test_accuracy >= cfg.stop_at_accuracy:
                 seconds_to_target = time.perf_counter() - PROCESS_START
                 break
@@ -249,16 +249,16 @@ class _Trainer:
         labels = self.test_split.labels.numpy()
         return Outcome(status, self.model, count_params(self.model), history,
                        classify(labels, test.predictions) if test else None,
-                       _outputs(test.probabilities, labels) if test else None, timing,
+                       stored_outputs(test.probabilities, labels) if test else None, timing,
                        environment(self.device, cfg.threads))
 
 
-def _outputs(probabilities: np.ndarray, labels: np.ndarray) -> TestOutputs:
+def stored_outputs(probabilities: np.ndarray, labels: np.ndarray) -> TestOutputs:
     """Test outputs as stored: float16 is precise enough for every comparison (200 KB a run)."""
     return TestOutputs(probabilities.astype(np.float16), labels.astype(np.uint8))
 
 
-def _step(opt: object) -> bool:
+def optimizer_step(opt: object) -> bool:
     """One optimiser step; False if its arithmetic overflowed float32, a divergence.
 
     torch's Adam-family optimisers turn an update too large for float32 (say lr 1e38 over a
@@ -273,7 +273,7 @@ def _step(opt: object) -> bool:
     return True
 
 
-def _epoch_line(e: Epoch, epochs: int) -> str:
+def epoch_line(e: Epoch, epochs: int) -> str:
     val = f" | val {e.val_accuracy:.2%}" if e.val_accuracy is not None else ""
     return (f"epoch {e.epoch:>2}/{epochs}  train loss {e.train_loss:.4f} "
             f"acc {e.train_accuracy:.2%}{val} | test loss {e.test_loss:.4f} "
@@ -295,7 +295,7 @@ def _fit_classical(cfg: TrainConfig, data: Dataset) -> Outcome:
     t0 = time.perf_counter()
     pred = model.predict(features(test))
     infer_s = time.perf_counter() - t0
-    outputs = _outputs(model.predict_proba(features(test)), test.labels.numpy())
+    outputs = stored_outputs(model.predict_proba(features(test)), test.labels.numpy())
     entry = Epoch(1, train_accuracy=float(model.score(features(train), train.labels.numpy())),
                   test_accuracy=float((pred == test.labels.numpy()).mean()), seconds=fit_s)
     if val is not None:

@@ -13,11 +13,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_lab"
 
 # Floors, lowest first: a module may import its own floor and those below, never above.
 FLOORS = [
-    {"__init__", "errors", "config", "data", "metrics", "envinfo", "snapshot", "augment", "presets",
+    {"__init__", "errors", "config", "data", "metrics", "envinfo", "snapshot", "augment",
+     "presets", "packing",
      "user_models", "models", "model_check", "optim", "evaluate", "preprocess", "study",
      "robust", "robust.corruptions", "robust.calibration", "robust.attacks", "robust.saliency",
      "robust.corrupted_set"},
-    {"train"},
+    {"train", "train_pack"},
     {"record", "store"},
     {"worker", "pools", "search", "runner", "cluster", "inference", "compare", "document",
      "plots", "search_plots", "report", "tracking",
