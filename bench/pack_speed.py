@@ -2,9 +2,11 @@
 
 A study on 2 cores runs 2 workers of one thread each, so the one-thread ratio is what a
 study gains. Each side trains the same runs (the same epochs, evaluation included); the table
-gives the wall time of each and the speed-up.
+gives the wall time of each, the speed-up, and the training GFLOP/s each reached (FLOPs from
+torch.utils.flop_counter, as bench/levers.py counts them) against one core's fp32 peak.
 
-    python bench/pack_speed.py --models compact_step3 fast_cnn mlp --seeds 3 --subset 20000
+    python bench/pack_speed.py --models compact_step3 fast_cnn mlp --seeds 3 --subset 20000 \
+        --core-peak-gflops 78.4
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ import dataclasses
 import time
 
 import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from mnist_lab.config import TrainConfig
 from mnist_lab.data import load
+from mnist_lab.models import build_model
 from mnist_lab.train import train
 from mnist_lab.train_pack import pack_problem, train_pack
 
 
-def timed(fn) -> float:
-    """Wall seconds of fn()."""
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+def train_flops(cfg: TrainConfig) -> float:
+    """FLOPs of one training image: forward and backward of a batch, per image."""
+    model = build_model(cfg)
+    x, y = torch.randn(cfg.batch_size, 1, 28, 28), torch.randint(0, 10, (cfg.batch_size,))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / cfg.batch_size
 
 
 def main() -> None:
@@ -36,21 +43,32 @@ def main() -> None:
     p.add_argument("--subset", type=int, default=20000, help="training images per run")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--core-peak-gflops", type=float, default=78.4,
+                   help="one core's fp32 peak (the dev box: 32 FLOP/cycle x 2.45 GHz)")
     p.add_argument("--data-dir")
     args = p.parse_args()
     torch.set_num_threads(1)
     data = load("mnist", args.data_dir)
-    print("| model | K | alone s | packed s | speed-up |\n|---|---|---|---|---|")
+    print("| model | K | alone s | packed s | speed-up | train GFLOP/s alone → packed "
+          "(% of a core) |\n|---|---|---|---|---|---|")
     for model in args.models:
         base = TrainConfig(model=model, epochs=args.epochs, subset=args.subset, threads=1,
                            batch_size=args.batch_size)
         cfgs = [dataclasses.replace(base, seed=s) for s in range(args.seeds)]
         if (problem := pack_problem(cfgs)) is not None:
-            print(f"| {model} | — | — | — | does not pack: {problem} |")
+            print(f"| {model} | — | — | — | — | does not pack: {problem} |")
             continue
-        alone = timed(lambda: [train(c, data) for c in cfgs])  # noqa: B023 - called at once
-        packed = timed(lambda: train_pack(cfgs, data))  # noqa: B023
-        print(f"| {model} | {args.seeds} | {alone:.1f} | {packed:.1f} | {alone / packed:.2f}× |")
+        t = time.perf_counter()
+        alone = [train(c, data) for c in cfgs]
+        t_alone, t = time.perf_counter() - t, time.perf_counter()
+        packed = train_pack(cfgs, data)
+        t_packed = time.perf_counter() - t
+        work = args.seeds * args.subset * args.epochs * train_flops(base) / 1e9  # GFLOP
+        rates = [work / sum(e.seconds for o in alone for e in o.history),
+                 work / sum(e.seconds for e in packed[0].history)]  # members share epochs
+        shown = " → ".join(f"{r:.1f} ({100 * r / args.core_peak_gflops:.0f}%)" for r in rates)
+        print(f"| {model} | {args.seeds} | {t_alone:.1f} | {t_packed:.1f} | "
+              f"{t_alone / t_packed:.2f}× | {shown} |")
 
 
 if __name__ == "__main__":

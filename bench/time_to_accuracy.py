@@ -129,6 +129,8 @@ def main() -> None:
                    "ours (none: ours only)")
     p.add_argument("--reference-flags", default="", help="more bench/reference_pipeline.py "
                    "flags, e.g. --subset N")
+    p.add_argument("--reference-seeds", type=int, help="time the references on the first N "
+                   "seeds only (default: all)")
     p.add_argument("--reference-epochs", type=int, default=14,
                    help="examples: epochs at most (1: its epoch time only, the ratio's unit)")
     p.add_argument("--runs-dir", default="runs/bench", help="where our runs are stored")
@@ -144,8 +146,9 @@ def main() -> None:
     rows: dict[str, list[dict]] = {"ours": [], **{name: [] for name in args.references}}
     for seed in args.seeds:
         rows["ours"].append(ours(args, seed))
-        for name in args.references:
-            rows[name].append(reference(args, name, seed))
+        if args.reference_seeds is None or seed in args.seeds[:args.reference_seeds]:
+            for name in args.references:
+                rows[name].append(reference(args, name, seed))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     everything = [r for pipeline in rows.values() for r in pipeline]
     with open(args.out, "a") as f:

@@ -209,9 +209,10 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("study", nargs="?", help="a shipped study's name (see `study list`, e.g. "
                    "compact-cnn) or a study file")
     p.add_argument("-j", "--jobs", type=int, default=1, help="runs in parallel (default: 1)")
-    p.add_argument("--no-pack", dest="pack", action="store_false",
-                   help="train every run alone (default: a variant's seeds train as one packed "
-                   "model where the config allows: no dropout, layers that pack)")
+    p.add_argument("--pack", action="store_true",
+                   help="train each variant's seeds as one packed model where the config "
+                   "allows (no dropout, layers that pack); on 2 CPU cores it measured no "
+                   "faster than runs alone, see docs/PERFORMANCE.md")
     p.add_argument("--quick", action="store_true",
                    help="1 epoch, 200 training / 500 test images, one seed: a smoke run")
     p.add_argument("--executor", choices=("local", "ray"), default="local",

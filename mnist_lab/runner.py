@@ -65,7 +65,10 @@ class Executor:
     jobs: int = 1  # local: runs in parallel, sharing the cores
     address: str | None = None  # ray: the cluster (None: start Ray in this process)
     gpus_per_run: float = 0.0  # ray: GPUs each run asks for
-    pack: bool = True  # train a variant's seeds as one packed model where the config allows
+    # Train a variant's seeds as one packed model where the config allows. Off by default: on
+    # 2 CPU cores a pack of 3 trained 0.89-0.99x as fast as its runs one after another
+    # (bench/pack_speed.py, docs/PERFORMANCE.md).
+    pack: bool = False
 
 
 def make_pool(executor: Executor, ctx: RunContext, datasets: set[str]) -> Pool:

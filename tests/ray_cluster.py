@@ -80,7 +80,7 @@ def kill_when_busy(raylet: int, timeout: float = 300) -> float:
     """SIGKILL the raylet once a run is training on its node; return when (perf_counter)."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        if any(ppid == raylet and cmd.startswith("ray::run_one") for _, ppid, cmd in _procs()):
+        if any(ppid == raylet and cmd.startswith("ray::run_task") for _, ppid, cmd in _procs()):
             time.sleep(2)  # well into the run
             os.kill(raylet, signal.SIGKILL)
             return time.perf_counter()

@@ -39,3 +39,12 @@ def test_load_test_quick(tmp_path, data_root):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["requests"] == 200 and result["errors"] == 0, result
     assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+
+
+def test_pack_speed_runs(data_root):
+    """bench/pack_speed.py end to end on a few hundred images: both sides train, a row each."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pack_speed.py"), "--models", "mlp",
+         "compact_step2", "--subset", "500", "--data-dir", str(data_root)],
+        capture_output=True, text=True, timeout=600, check=True)
+    assert "| mlp | 3 |" in proc.stdout and "does not pack: dropout" in proc.stdout
