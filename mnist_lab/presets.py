@@ -52,7 +52,8 @@ def describe(preset: Preset) -> str:
 
 
 # One epoch of one-cycle SGD at batch 64, no augmentation: in one pass it has no time to pay
-# off. fast_cnn trains ~3x faster per image than the compact CNN and reaches 99.0% as surely.
+# off. fast_cnn trains 2.5x the images per second of the compact CNN (2 threads) and reached
+# 99.05-99.15% in one epoch (5 seeds).
 register_preset("fast-99.0", "99.0% test accuracy in one epoch", model="fast_cnn", epochs=1,
                 batch_size=64, lr=0.15, rotate=0.0, translate=0.0)
 
