@@ -23,7 +23,7 @@ from tqdm import tqdm
 from . import PROCESS_START
 from .augment import Augment, pixels, prepare
 from .config import TrainConfig
-from .data import Dataset, Split, balanced_subset, holdout, input_stats
+from .data import Dataset, InputStats, Split, balanced_subset, holdout, input_stats
 from .envinfo import environment
 from .errors import UserError
 from .evaluate import Evaluation, evaluate, resolve_device
@@ -87,6 +87,26 @@ def weight_norm(model: nn.Module) -> float:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_epoch(model: nn.Module, val_split: Split | None, test_split: Split,
+                  stats: InputStats, device: torch.device, entry: Epoch,
+                  clock: dict) -> Evaluation:
+    """Evaluate a model after an epoch: fill in the entry's validation and test loss and
+    accuracy, the gap and the weight norm, add to the clock's eval time and images; return
+    the test evaluation."""
+    t = time.perf_counter()
+    if val_split is not None:
+        val = evaluate(model, val_split, stats, device)
+        entry.val_loss, entry.val_accuracy = val.loss, val.accuracy
+        clock["eval_n"] += len(val_split)
+    test = evaluate(model, test_split, stats, device)
+    entry.test_loss, entry.test_accuracy = test.loss, test.accuracy
+    clock["eval_n"] += len(test_split)
+    clock["eval_s"] += time.perf_counter() - t
+    entry.gap = entry.train_accuracy - entry.test_accuracy
+    entry.weight_norm = weight_norm(model)
+    return test
 
 
 class _Trainer:
@@ -186,20 +206,9 @@ class _Trainer:
         return [Epoch(**e) for e in state["history"]], state["clock"]
 
     def measure(self, entry: Epoch, clock: dict) -> Evaluation:
-        """Evaluate after an epoch: fill in validation and test loss and accuracy, the gap and
-        the weight norm; return the test evaluation."""
-        t = time.perf_counter()
-        if self.val_split is not None:
-            val = evaluate(self.model, self.val_split, self.stats, self.device)
-            entry.val_loss, entry.val_accuracy = val.loss, val.accuracy
-            clock["eval_n"] += len(self.val_split)
-        test = evaluate(self.model, self.test_split, self.stats, self.device)
-        entry.test_loss, entry.test_accuracy = test.loss, test.accuracy
-        clock["eval_n"] += len(self.test_split)
-        clock["eval_s"] += time.perf_counter() - t
-        entry.gap = entry.train_accuracy - entry.test_accuracy
-        entry.weight_norm = weight_norm(self.model)
-        return test
+        """Evaluate after an epoch (see measure_epoch); return the test evaluation."""
+        return measure_epoch(self.model, self.val_split, self.test_split, self.stats,
+                             self.device, entry, clock)
 
     def run(self, progress: bool, snapshot: Path | None = None,
             pause_after: int | None = None) -> Outcome:

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import Dataset, input_stats
 from .envinfo import environment
 from .errors import UserError
-from .evaluate import evaluate, resolve_device
+from .evaluate import Evaluation, resolve_device
 from .metrics import Epoch, Timing, classify
 from .models import build_model, count_params, model_entry
 from .optim import learning_rate, make_optimizer
@@ -40,10 +40,10 @@ from .train import (
     Outcome,
     epoch_line,
     make_splits,
+    measure_epoch,
     optimizer_step,
     peak_rss_mb,
     stored_outputs,
-    weight_norm,
 )
 
 CHANNELS_LAST = torch.channels_last
@@ -135,21 +135,11 @@ class _Pack:
         model.load_state_dict(member_state(self.model, model, m, self.k))
         return model
 
-    def measure(self, m: int, entry: Epoch, clock: dict):
+    def measure(self, m: int, entry: Epoch, clock: dict) -> Evaluation:
         """Evaluate member m as train.py evaluates a run; return its test evaluation."""
-        model, (_, val_split, test_split) = self.member(m), self.splits[m]
-        t = time.perf_counter()
-        if val_split is not None:
-            val = evaluate(model, val_split, self.stats, self.device)
-            entry.val_loss, entry.val_accuracy = val.loss, val.accuracy
-            clock["eval_n"] += len(val_split)
-        test = evaluate(model, test_split, self.stats, self.device)
-        entry.test_loss, entry.test_accuracy = test.loss, test.accuracy
-        clock["eval_n"] += len(test_split)
-        clock["eval_s"] += time.perf_counter() - t
-        entry.gap = entry.train_accuracy - entry.test_accuracy
-        entry.weight_norm = weight_norm(model)
-        return test
+        _, val_split, test_split = self.splits[m]
+        return measure_epoch(self.member(m), val_split, test_split, self.stats, self.device,
+                             entry, clock)
 
     def state(self, m: int, history: list[Epoch], clock: dict) -> dict:
         """Member m's snapshot, exactly what the run trained alone would write."""
