@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import idx_cache
 from .errors import UserError
 
 FILES = {
@@ -96,16 +97,26 @@ def parse_idx(raw: bytes, name: str = "IDX data") -> np.ndarray:
 
 
 def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
-    """Read an IDX file, gzip-compressed or raw, optionally verifying the decompressed SHA-256."""
+    """Read an IDX file, gzip-compressed or raw, optionally verifying the decompressed SHA-256.
+
+    A verified .gz file's decoded bytes are cached (see idx_cache), so later reads skip gunzip.
+    """
+    decoded = cache_dir() / "decoded"
+    cached = idx_cache.lookup(decoded, path, sha256) if sha256 is not None else None
+    if cached is not None:
+        return parse_idx(cached, str(path))
     try:
         raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
+        compressed = raw[:2] == b"\x1f\x8b"
+        if compressed:
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise UserError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise UserError(f"{path}: checksum mismatch (sha256 of decompressed bytes is "
                         f"{hashlib.sha256(raw).hexdigest()[:16]}…, expected {sha256[:16]}…)")
+    if sha256 is not None and compressed:
+        idx_cache.keep(decoded, path, sha256, raw)
     return parse_idx(raw, str(path))
 
 

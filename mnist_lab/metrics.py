@@ -11,7 +11,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .errors import UserError
 
@@ -201,6 +200,10 @@ def most_confused(cm: np.ndarray, k: int = 5) -> list[Confused]:
 
 def classify(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 10) -> Classification:
     """Accuracy, per-class precision/recall/F1 and their macro means, confusion matrix."""
+    # Imported here: scikit-learn (with scipy and pandas) is ~1 s of start-up a training run
+    # would otherwise pay before its first batch, and classify only runs once it has finished.
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     labels = np.arange(n_classes)
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     precision, recall, f1, _ = precision_recall_fscore_support(

@@ -60,6 +60,43 @@ def test_read_gz_and_raw_and_checksum(tmp_path):
         read_idx(tmp_path / "a.gz", "0" * 64)
 
 
+def _gz(tmp_path, array=IMAGES):
+    """A .gz IDX file of `array` and the SHA-256 of its decoded bytes."""
+    raw = idx_bytes(array)
+    (tmp_path / "a.gz").write_bytes(gzip.compress(raw))
+    return tmp_path / "a.gz", hashlib.sha256(raw).hexdigest()
+
+
+def test_decoded_cache_skips_gunzip(tmp_path, monkeypatch):
+    path, digest = _gz(tmp_path)
+    first = read_idx(path, digest)
+    monkeypatch.setattr(gzip, "decompress", lambda raw: pytest.fail("gunzip despite the cache"))
+    assert np.array_equal(read_idx(path, digest), first)
+
+
+def test_decoded_cache_never_hides_a_changed_source(tmp_path):
+    path, digest = _gz(tmp_path)
+    read_idx(path, digest)
+    path.write_bytes(gzip.compress(idx_bytes(IMAGES[::-1])))  # replaced: other bytes, same name
+    with pytest.raises(UserError, match="checksum mismatch"):
+        read_idx(path, digest)
+
+
+def test_decoded_cache_damaged_entry_is_ignored(tmp_path, monkeypatch):
+    path, digest = _gz(tmp_path)
+    read_idx(path, digest)
+    entry = next((tmp_path / "cache").rglob("*.idx"))  # conftest points XDG_CACHE_HOME here
+    entry.write_bytes(b"\x00" * entry.stat().st_size)
+    assert np.array_equal(read_idx(path, digest), IMAGES)  # re-decoded from the source
+    assert entry.read_bytes() == idx_bytes(IMAGES)  # and the entry repaired
+
+
+def test_decoded_cache_unwritable_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-such-cache")
+    path, digest = _gz(tmp_path)
+    assert np.array_equal(read_idx(path, digest), IMAGES)
+
+
 def test_read_corrupt_gzip(tmp_path):
     blob = bytearray(gzip.compress(idx_bytes(IMAGES)))
     (tmp_path / "t.gz").write_bytes(blob[: len(blob) // 2])
