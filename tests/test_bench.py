@@ -48,3 +48,12 @@ def test_pack_speed_runs(data_root):
          "compact_step2", "--subset", "500", "--data-dir", str(data_root)],
         capture_output=True, text=True, timeout=600, check=True)
     assert "| mlp | 3 |" in proc.stdout and "does not pack: dropout" in proc.stdout
+
+
+def test_startup_bench_and_lean_training_path(data_root):
+    """bench/startup.py runs; the training path imports none of the heavy optional modules."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "startup.py"), "--repeats", "1",
+         "--data-dir", str(data_root)], capture_output=True, text=True, timeout=600, check=True)
+    assert "| decoded cache | 1 |" in proc.stdout
+    assert "heavy modules imported by the training path: none" in proc.stdout
