@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_lab"
 # Floors, lowest first: a module may import its own floor and those below, never above.
 FLOORS = [
     {"__init__", "errors", "config", "data", "idx_cache", "metrics", "envinfo", "snapshot",
-     "augment", "presets", "packing",
-     "user_models", "models", "model_check", "optim", "evaluate", "preprocess", "study",
+     "augment", "presets", "packing", "user_models", "registry", "record_models", "models",
+     "model_check", "optim", "evaluate", "preprocess", "study",
      "robust", "robust.corruptions", "robust.calibration", "robust.attacks", "robust.saliency",
      "robust.corrupted_set"},
     {"train", "train_pack"},
