@@ -136,3 +136,32 @@ def _confusion(rep: Report, spec: dict, block: dict, variants: list[str], groups
         top = most_confused(cm)
         rep.text(f"{v}, most confused (true→predicted, count over seeds): "
                  + ", ".join(f"{c.true}→{c.pred} ({c.count})" for c in top))
+
+
+@register_plot
+def _pareto(rep: Report, spec: dict, block: dict, variants: list[str], groups: dict) -> None:
+    """Test accuracy against parameters (log axis): a point per variant of the named blocks
+    (mean ± std over seeds), and the spec's `anchors` (published figures) as labelled crosses."""
+    names = spec.get("blocks", [block["name"]])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (b, v), runs in sorted(groups.items()):
+        ok = [r for r in runs if b in names and r.status == "complete" and r.params]
+        if ok:
+            acc = [100 * r.metric("test_accuracy") for r in ok]
+            ax.errorbar(ok[0].params, np.mean(acc), statistics.stdev(acc) if len(acc) > 1
+                        else 0.0, marker="o", capsize=3, color="C0")
+            ax.annotate(v, (ok[0].params, np.mean(acc)), textcoords="offset points",
+                        xytext=(5, -10), fontsize=7, color="C0")
+    for i, a in enumerate(sorted(spec.get("anchors", []), key=lambda a: a["params"])):
+        on_test = a.get("best_epoch_on_test", False)  # hollow: the source picked it on test
+        ax.plot(a["params"], a["accuracy"], "^" if on_test else "x", color="C3",
+                mfc="none" if on_test else "C3")
+        ax.annotate(a["label"], (a["params"], a["accuracy"]), textcoords="offset points",
+                    xytext=(4, 6 if i % 2 else -11), fontsize=7, color="C3")  # alternate
+    ax.plot([], [], "x", color="C3", label="published, final or stated epoch")
+    ax.plot([], [], "^", color="C3", mfc="none", label="published, best epoch chosen on test")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    rep.figure(fig, "test accuracy against parameters: ours (blue, mean ± std over seeds, "
+               "final epoch) and published figures (red)")

@@ -12,7 +12,9 @@ from mnist_lab.report import PLOTS as REPORT_PLOTS  # noqa: F401 - registers eve
 SPECS = {"curves": {"metrics": ["train_accuracy", "test_loss"], "zoom_from": 2},
          "sweep": {"x": "lr", "metrics": ["test_accuracy"]},
          "confusion": {}, "adversarial": {}, "corruptions": {}, "reliability": {},
-         "gallery": {}, "search_history": {}, "importances": {}}
+         "gallery": {}, "search_history": {}, "importances": {},
+         "pareto": {"anchors": [{"params": 1936, "accuracy": 99.1, "label": "a source",
+                                 "best_epoch_on_test": True}]}}
 SEARCH = {"space": {"lr": {"low": 0.001, "high": 1.0, "log": True},
                     "batch_size": {"choices": [32, 64]}}}
 IMAGE = [[(i * j) % 256 for j in range(28)] for i in range(28)]

@@ -121,7 +121,7 @@ def test_pending_runs_start_each_seed_with_its_longest_runs(tmp_path):
 def test_every_study_file_parses():
     names = {load_study(p).name for p in STUDIES}
     assert names == {"compact-cnn", "linear-mlp", "model-comparison", "weight-decay",
-                     "augmentation", "robustness"}
+                     "augmentation", "robustness", "records"}
     assert list_studies() == sorted(names) == [p.stem for p in STUDIES]
 
 
