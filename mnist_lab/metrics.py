@@ -64,6 +64,8 @@ _register("seconds", "seconds", "training time of the epoch", False)
 _register("best_test_accuracy", "fraction", "highest test accuracy of any epoch")
 _register("best_train_accuracy", "fraction", "highest training accuracy of any epoch")
 _register("params", "count", "trainable parameters")
+_register("mflops", "value", "forward pass FLOPs per image, millions (torch's flop counter)",
+          False)
 _register("epochs_run", "count", "epochs trained")
 _register("wall_seconds", "seconds", "wall time of the run", False)
 _register("train_images_per_s", "rate", "training throughput")

@@ -25,6 +25,15 @@ from .registry import (  # noqa: F401 - the registry's API, imported from here b
 )
 
 
+def forward_mflops(model: nn.Module) -> float:
+    """FLOPs of one forward pass on one 28x28 image, in millions (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, 1, 28, 28))
+    return counter.get_total_flops() / 1e6
+
+
 class Standardised(nn.Module):
     """A model that takes raw pixels in [0, 1], [N, 1, 28, 28], and returns logits: what
     inference and export use, with the training standardisation inside."""

@@ -26,6 +26,21 @@ STATUSES = ("complete", "diverged", "failed", "paused", "pruned")
 _SUMMARY = ("best_test_accuracy", "best_train_accuracy", "params", "epochs_run")
 _CLASSIFICATION = ("macro_precision", "macro_recall", "macro_f1")
 _TIMING = tuple(f.name for f in dataclasses.fields(Timing))
+_MFLOPS: dict[str, float | None] = {}  # config key -> FLOPs per image: the architecture's
+
+
+def _mflops(cfg: TrainConfig) -> float | None:
+    """The config's model's forward FLOPs per image (None: classical, or cannot be built)."""
+    from .errors import UserError
+    from .models import build_model, forward_mflops, model_entry
+
+    if cfg.key() not in _MFLOPS:
+        try:
+            torch_model = model_entry(cfg.model).kind == "torch"
+            _MFLOPS[cfg.key()] = forward_mflops(build_model(cfg)) if torch_model else None
+        except UserError:  # e.g. a model file that is gone: the figure is unknown, not an error
+            _MFLOPS[cfg.key()] = None
+    return _MFLOPS[cfg.key()]
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,8 @@ class RunRecord:
             return getattr(self.classification, name) if self.classification else None
         if name == "params":
             return self.params
+        if name == "mflops":
+            return _mflops(self.config)
         if name == "epochs_run":
             return len(self.history)
         if name.startswith("best_"):

@@ -16,6 +16,7 @@ from mnist_lab.models import (
     build_model,
     count_params,
     create_model,
+    forward_mflops,
     list_models,
     model_entry,
 )
@@ -121,3 +122,10 @@ def test_standardised_takes_raw_pixels():
     assert torch.allclose(net(x), model((x - 0.1307) / 0.3081))
     raw = Standardised.of(model, TrainConfig(model="softmax", normalize=False))
     assert torch.equal(raw(x), model(x))
+
+
+def test_forward_mflops_counts_a_known_model():
+    # softmax regression: one 784 x 10 matrix product = 2 * 784 * 10 FLOPs per image
+    assert forward_mflops(create_model("softmax")) == pytest.approx(2 * 784 * 10 / 1e6)
+    # a depthwise-separable block costs less than the full convolution it replaces
+    assert forward_mflops(create_model("sep_4k")) < forward_mflops(create_model("compact_step3"))
