@@ -1,11 +1,11 @@
 """The records study's models: the most accuracy per parameter (studies/records.toml).
 
-Each is a `SeparableNet`: one full 3x3 convolution on the input, then depthwise-separable 3x3
-blocks (a per-channel 3x3 filter, then a 1x1 mix), batch norm and ReLU after each, one max-pool,
-global average pooling and a linear head. A separable block of c -> d channels costs 9c + cd
-parameters against 9cd for a full convolution, so the same budget buys several times the width.
-Convolutions are unpadded, as in the compact CNN: the 26x26 and 24x24 layers are where the FLOPs
-are, and they stay narrow.
+Each is a `PlanNet`, spelled as a plan of layers: a full 3x3 convolution on the input, then
+either depthwise-separable 3x3 blocks (sep_*: a per-channel 3x3 filter and a 1x1 mix, 9c + cd
+parameters for c -> d channels against 9cd, so the budget buys width) or full convolutions in the
+compact CNN's shape (conv_*), one max-pool, global average pooling and a linear head; batch norm
+and ReLU after every convolution. Convolutions are unpadded, as in the compact CNN: the 26x26
+and 24x24 layers are where the FLOPs are, and they stay narrow.
 """
 
 from __future__ import annotations
@@ -15,30 +15,32 @@ from torch import nn
 
 from .registry import register_model
 
-POOL = "M"  # a 2x2 max-pool in a plan
+
+def _layer(word: str, width: int) -> tuple[list[nn.Module], int]:
+    """One word of a plan ("c8", "s16", "t4", "M") as layers, and the width after it."""
+    if word == "M":
+        return [nn.MaxPool2d(2)], width
+    kind, out = word[0], int(word[1:])
+    if kind == "s":  # depthwise 3x3, then a 1x1 mix: 9c + cd weights instead of 9cd
+        convs = [nn.Conv2d(width, width, 3, groups=width, bias=False),
+                 nn.Conv2d(width, out, 1, bias=False)]
+    elif kind in "ct":  # a full 3x3 convolution, or a 1x1 transition
+        convs = [nn.Conv2d(width, out, 3 if kind == "c" else 1, bias=False)]
+    else:
+        raise ValueError(f"plan word {word!r}: use cN, sN, tN or M")
+    return [*convs, nn.BatchNorm2d(out), nn.ReLU()], out  # no conv biases: BN follows
 
 
-def _separable(cin: int, cout: int) -> list[nn.Module]:
-    """Depthwise 3x3, pointwise 1x1, batch norm, ReLU (no biases: BN follows)."""
-    return [nn.Conv2d(cin, cin, 3, groups=cin, bias=False), nn.Conv2d(cin, cout, 1, bias=False),
-            nn.BatchNorm2d(cout), nn.ReLU()]
+class PlanNet(nn.Module):
+    """Layers spelled as words: cN full 3x3 conv, sN separable 3x3, tN 1x1, M max-pool; then
+    global average pooling and a linear head. Every conv is unpadded, with BN and ReLU."""
 
-
-class SeparableNet(nn.Module):
-    """`plan`: the stem's width, then a width per separable block, POOL where a pool goes."""
-
-    def __init__(self, plan: tuple[int | str, ...], num_classes: int = 10):
+    def __init__(self, plan: str, num_classes: int = 10):
         super().__init__()
-        stem, *rest = plan
-        layers: list[nn.Module] = [nn.Conv2d(1, stem, 3, bias=False), nn.BatchNorm2d(stem),
-                                   nn.ReLU()]
-        width = stem
-        for step in rest:
-            if step == POOL:
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += _separable(width, int(step))
-                width = int(step)
+        layers, width = [], 1
+        for word in plan.split():
+            more, width = _layer(word, width)
+            layers += more
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                   nn.Linear(width, num_classes))
@@ -47,19 +49,31 @@ class SeparableNet(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model(source="records study: <= 4,000 parameters")
+@register_model(source="records study: <= 4,000 parameters, separable")
 def sep_4k(num_classes: int = 10) -> nn.Module:
-    """Stem 16, separable 24, pool, separable 32, 32: 3,506 parameters."""
-    return SeparableNet((16, 24, POOL, 32, 32), num_classes)
+    """c16 s24 M s32 s32: 3,506 parameters."""
+    return PlanNet("c16 s24 M s32 s32", num_classes)
 
 
-@register_model(source="records study: <= 2,000 parameters")
+@register_model(source="records study: <= 2,000 parameters, separable")
 def sep_2k(num_classes: int = 10) -> nn.Module:
-    """Stem 8, separable 16, pool, separable 24, 24: 1,986 parameters."""
-    return SeparableNet((8, 16, POOL, 24, 24), num_classes)
+    """c8 s16 M s24 s24: 1,986 parameters."""
+    return PlanNet("c8 s16 M s24 s24", num_classes)
 
 
-@register_model(source="records study: <= 1,000 parameters")
+@register_model(source="records study: <= 1,000 parameters, separable")
 def sep_1k(num_classes: int = 10) -> nn.Module:
-    """Stem 6, separable 10, pool, separable 14, 14: 958 parameters."""
-    return SeparableNet((6, 10, POOL, 14, 14), num_classes)
+    """c6 s10 M s14 s14: 958 parameters."""
+    return PlanNet("c6 s10 M s14 s14", num_classes)
+
+
+@register_model(source="records study: <= 2,000 parameters, full convolutions")
+def conv_2k(num_classes: int = 10) -> nn.Module:
+    """c4 c8 M t4 c8 c8 c8 (the compact CNN's shape, halved): 1,966 parameters."""
+    return PlanNet("c4 c8 M t4 c8 c8 c8", num_classes)
+
+
+@register_model(source="records study: <= 1,000 parameters, full convolutions")
+def conv_1k(num_classes: int = 10) -> nn.Module:
+    """c3 c5 M t3 c5 c5 c6: 931 parameters."""
+    return PlanNet("c3 c5 M t3 c5 c5 c6", num_classes)

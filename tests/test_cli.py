@@ -437,7 +437,7 @@ def test_study_list_names_the_shipped_studies(cli):
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()[1:]]
     assert names == ["augmentation", "compact-cnn", "linear-mlp", "model-comparison",
-                     "robustness", "weight-decay"]
+                     "records", "robustness", "weight-decay"]
 
 
 def test_quick_runs_are_pointed_to(tmp_path, data_root, cli, assert_one_line_error):

@@ -23,7 +23,8 @@ from mnist_lab.train import SNAPSHOT_FORMAT, train
 from mnist_lab.train_pack import pack_problem, train_pack
 
 PACK_MODELS = {"softmax", "mlp", "cnn", "simple_cnn", "compact_step1", "compact_step3",
-               "fast_cnn", "overparam_cnn", "sep_4k", "sep_2k", "sep_1k"}
+               "fast_cnn", "overparam_cnn", "sep_4k", "sep_2k", "sep_1k",
+               "conv_2k", "conv_1k"}
 
 
 def _seeds(cfg: TrainConfig, seeds=(0, 1, 2)) -> list[TrainConfig]:
