@@ -194,7 +194,7 @@ def test_resume_after_kill(tmp_path, data_root):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = _stored(db)
-    assert 2 <= before < 16, "the kill should land mid-study"
+    assert 2 <= before < 16, f"the kill should land mid-study ({before} of 16 stored)"
     subprocess.run(cmd, check=True, capture_output=True)
     records = Store(runs_dir).runs(study="tiny")
     assert len(records) == 16 and len({r.key for r in records}) == 16
