@@ -141,7 +141,8 @@ def _confusion(rep: Report, spec: dict, block: dict, variants: list[str], groups
 @register_plot
 def _pareto(rep: Report, spec: dict, block: dict, variants: list[str], groups: dict) -> None:
     """Test accuracy against parameters (log axis): a point per variant of the named blocks
-    (mean ± std over seeds), and the spec's `anchors` (published figures) as labelled crosses."""
+    (mean ± std over seeds), and the spec's `anchors` (published figures), labelled: crosses,
+    or hollow triangles where the source picked the epoch on the test set."""
     names = spec.get("blocks", [block["name"]])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (b, v), runs in sorted(groups.items()):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from .config import TrainConfig
+from .errors import UserError
 from .metrics import METRICS, Classification, Epoch, TestOutputs, Timing, metric
 
 SCHEMA = 1  # 0: the untyped dict of mnist-lab before the record had a schema
@@ -31,7 +32,6 @@ _MFLOPS: dict[str, float | None] = {}  # config key -> FLOPs per image: the arch
 
 def _mflops(cfg: TrainConfig) -> float | None:
     """The config's model's forward FLOPs per image (None: classical, or cannot be built)."""
-    from .errors import UserError
     from .models import build_model, forward_mflops, model_entry
 
     if cfg.key() not in _MFLOPS:

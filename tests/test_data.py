@@ -82,7 +82,7 @@ def test_decoded_cache_never_hides_a_changed_source(tmp_path):
         read_idx(path, digest)
 
 
-def test_decoded_cache_damaged_entry_is_ignored(tmp_path, monkeypatch):
+def test_decoded_cache_damaged_entry_is_ignored(tmp_path):
     path, digest = _gz(tmp_path)
     read_idx(path, digest)
     entry = next((tmp_path / "cache").rglob("*.idx"))  # conftest points XDG_CACHE_HOME here
