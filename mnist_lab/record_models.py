@@ -67,6 +67,12 @@ def sep_1k(num_classes: int = 10) -> nn.Module:
     return PlanNet("c6 s10 M s14 s14", num_classes)
 
 
+@register_model(source="records study: <= 4,000 parameters, full convolutions")
+def conv_4k(num_classes: int = 10) -> nn.Module:
+    """c6 c12 M t6 c11 c12 c11 (the compact CNN's shape at ~0.7 width): 3,980 parameters."""
+    return PlanNet("c6 c12 M t6 c11 c12 c11", num_classes)
+
+
 @register_model(source="records study: <= 2,000 parameters, full convolutions")
 def conv_2k(num_classes: int = 10) -> nn.Module:
     """c4 c8 M t4 c8 c8 c8 (the compact CNN's shape, halved): 1,966 parameters."""
