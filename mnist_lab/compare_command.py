@@ -16,10 +16,10 @@ import numpy as np
 
 from .commands import table, write_json
 from .compare import Comparison, Side, holm, on_test_set, over_seeds
+from .ensemble import variant_runs
 from .errors import UserError
 from .metrics import METRICS, TestOutputs, metric
 from .report import baseline_of
-from .search import study_runs
 from .store import Store
 from .study import expand, find_study, load_study
 
@@ -31,15 +31,7 @@ def _side(store: Store, name: str, quick: bool) -> Side:
         return Side(record.id, [record], _outputs(store, [record]))
     study_name, variant = name.split("/", 1)
     study = load_study(find_study(study_name))
-    stored_runs = store.runs(study=study.store_name(quick))
-    runs_of = study_runs(study, stored_runs, quick)
-    keys = [r.config.key() for r in runs_of if r.variant == variant]
-    if not keys:
-        known = ", ".join(dict.fromkeys(r.variant for r in runs_of))
-        raise UserError(f"study {study.name} has no variant {variant!r}; it has: {known}")
-    stored = {r.key: r for r in stored_runs if r.status == "complete"}
-    runs = [stored[k] for k in dict.fromkeys(keys) if k in stored]
-    if not runs:
+    if not (runs := variant_runs(store, study, variant, quick)):
         raise UserError(f"{name}: no stored complete runs (run `mnist-lab study run "
                         f"{study.name}` first)")
     return Side(name, runs, _outputs(store, runs))

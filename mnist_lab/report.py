@@ -198,9 +198,33 @@ def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None
                 else "") + verdict)
 
 
+def _ensembles(rep: Report, block: dict, ensembles: dict) -> None:
+    """An ensembles block: each ensemble's members, size, cost and both ways of combining."""
+    rows, why = [], []
+    for spec in block["ensembles"]:
+        e = ensembles.get((block["name"], spec["name"]), "not evaluated (no store given)")
+        if isinstance(e, str):
+            why.append(f"{spec['name']}: {e}")
+            continue
+        rows.append([e.name, ", ".join(e.members), str(e.runs), fmt("params", e.params),
+                     fmt("mflops", e.mflops), fmt("wall_seconds", e.wall_seconds),
+                     fmt("test_accuracy", e.member_accuracy),
+                     fmt("test_accuracy", e.best_member_accuracy),
+                     fmt("test_accuracy", e.averaged), fmt("test_accuracy", e.majority)])
+    if rows:
+        rep.table(["ensemble", "members", "runs", "params", "mflops", "wall_seconds",
+                   "member mean", "best member", "averaged probabilities", "majority vote"],
+                  rows)
+    if why:
+        rep.text("Not formed: " + "; ".join(why) + ".")
+
+
 def write_report(study: Study, records: list[RunRecord], out_dir: Path,
-                 quick: bool = False) -> Path:
-    """Write report.md, report.html and the PNG plots into out_dir; return the HTML path."""
+                 quick: bool = False, ensembles: dict | None = None) -> Path:
+    """Write report.md, report.html and the PNG plots into out_dir; return the HTML path.
+
+    `ensembles` holds the ensembles blocks' results (ensemble.study_ensembles), which need
+    the store's test outputs rather than the records alone."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = Report(out_dir)
     runs = study_runs(study, records, quick)
@@ -221,6 +245,9 @@ def write_report(study: Study, records: list[RunRecord], out_dir: Path,
         rep.heading(block.get("title", block["name"]))
         if block.get("notes"):
             rep.text(block["notes"].strip())
+        if "ensembles" in block:
+            _ensembles(rep, block, ensembles or {})
+            continue
         _table(rep, block, variants, groups, expected, quick)
         _verdicts(rep, block, variants, groups, quick)
         if "select_by" in block:

@@ -30,7 +30,9 @@ TOP_KEYS = {"name": str, "title": str, "source": str, "seeds": list, "notes": st
 BLOCK_KEYS = {"name": str, "title": str, "notes": str, "base": dict, "grid": dict,
               "variants": list, "seeds": list, "table": list, "plots": list, "reference": dict,
               "select_by": str, "selected_reference": str, "selected_figure": float,
-              "baseline": str, "compare": str, "evaluate": list, "search": dict}
+              "baseline": str, "compare": str, "evaluate": list, "search": dict,
+              "ensembles": list}
+ENSEMBLE_KEYS = {"name": str, "members": list}
 SEARCH_KEYS = {"n_trials": int, "objective": str, "sampler": str, "pruner": str, "seed": int,
                "space": dict, "against": str}
 SAMPLERS, PRUNERS = ("tpe", "random"), ("none", "median", "halving")
@@ -144,6 +146,8 @@ def _check_keys(doc: dict) -> None:
             if against is not None and against not in chosen:
                 raise UserError(f"{where}search against {against!r}: name a block with "
                                 f"select_by ({', '.join(chosen) or 'there is none'})")
+        if "ensembles" in block:
+            _check_ensembles(where, block, doc["blocks"])
         for suite in block.get("evaluate", []):
             if suite not in SUITE_COLUMNS:
                 raise UserError(f"{where}evaluate: unknown suite {suite!r}; choose from "
@@ -156,6 +160,29 @@ def _check_keys(doc: dict) -> None:
             raise UserError(f"{where}every variant needs a name")
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise UserError(f"{where}duplicate variant name {dupes[0]!r}")
+
+
+def _check_ensembles(where: str, block: dict, blocks: list) -> None:
+    """An ensembles block: named ensembles of variants, each of this study (VARIANT) or of
+    another (STUDY/VARIANT, checked when the report is written); it trains nothing itself."""
+    if any(k in block for k in ("grid", "variants", "search")):
+        raise UserError(f"{where}an ensembles block has no grid, variants or search: it "
+                        "combines stored runs")
+    ours = {name for b in blocks if isinstance(b, dict) and "ensembles" not in b
+            for name, _ in _variants(b)}
+    names = []
+    for spec in block["ensembles"]:
+        if not isinstance(spec, dict) or not {"name", "members"} <= set(spec):
+            raise UserError(f"{where}each ensemble is {{ name = ..., members = [...] }}")
+        _typed(f"{where}ensemble {spec['name']!r}: ", spec, ENSEMBLE_KEYS)
+        names.append(spec["name"])
+        if not spec["members"] or not all(isinstance(m, str) for m in spec["members"]):
+            raise UserError(f"{where}ensemble {spec['name']!r} needs members: variant names")
+        if unknown := [m for m in spec["members"] if "/" not in m and m not in ours]:
+            raise UserError(f"{where}ensemble {spec['name']!r}: no variant {unknown[0]!r} in "
+                            "this study (another study's is STUDY/VARIANT)")
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise UserError(f"{where}duplicate ensemble name {dupes[0]!r}")
 
 
 def _check_search(where: str, block: dict, base: dict) -> None:
@@ -242,6 +269,8 @@ def expand(study: Study, quick: bool = False) -> list[Run]:
         if "name" not in block:
             raise UserError(f"study {study.name}: every block needs a name")
         if "search" in block:  # its runs are the search's trials, decided as it goes (search.py)
+            continue
+        if "ensembles" in block:  # combines stored runs (ensemble.py): nothing to train
             continue
         for variant, overrides in _variants(block):
             for seed in block.get("seeds", seeds)[: 1 if quick else None]:

@@ -9,6 +9,7 @@ from .cluster import connect
 from .commands import table, write_json
 from .config import RunContext
 from .data import verify
+from .ensemble import study_ensembles
 from .errors import UserError
 from .report import write_report
 from .runner import Executor, pending, run_study
@@ -115,7 +116,8 @@ def _report(study: Study, args: argparse.Namespace) -> None:
                 "; run `mnist-lab study run` first")
         raise UserError(f"no stored runs for study {name} in {store.root}{hint}")
     out = Path(args.out) if args.out else store.root / "reports" / name.replace(":", "-")
-    path = write_report(study, records, out, args.quick)
+    path = write_report(study, records, out, args.quick,
+                        study_ensembles(store, study, args.quick))
     print(f"report: {path} and {path.with_suffix('.md')}")
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from mnist_lab.config import RunContext
 from mnist_lab.document import mean_std
+from mnist_lab.ensemble import study_ensembles
 from mnist_lab.errors import UserError
 from mnist_lab.models import model_entry
 from mnist_lab.record import RunRecord, StudyLabel
@@ -213,8 +214,12 @@ def test_study_quick(path, tmp_path, data_root):
         torch_run = model_entry(r.model).kind == "torch"
         assert bool(r.checkpoint) == torch_run
         assert set(r.suites) == suites - (set() if torch_run else TORCH_ONLY)
-    html = write_report(study, records, tmp_path / "report", quick=True)
-    assert html.exists() and (tmp_path / "report" / "report.md").read_text().startswith("# ")
+    html = write_report(study, records, tmp_path / "report", quick=True,
+                        ensembles=study_ensembles(store, study, quick=True))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert html.exists() and md.startswith("# ")
+    if any("ensembles" in block for block in study.blocks):  # formed from the quick runs
+        assert "majority vote" in md and "Not formed" not in md
 
 
 def test_ray_executor(tiny, tmp_path, data_root):
@@ -292,6 +297,14 @@ GOOD_BLOCK = '[[blocks]]\nname = "b"\n'
      '[[blocks.variants]]\nname = "v"\nlr = 0.2\n', "block 'b': duplicate variant name 'v'"),
     ('name = "s"\n[[blocks]]\nname = "b"\n[[blocks.variants]]\nlr = 0.2\n',
      "every variant needs a name"),
+    ('name = "s"\n' + GOOD_BLOCK + '[[blocks]]\nname = "e"\nensembles = [{ name = "x", '
+     'members = ["nope"] }]\n', "block 'e': ensemble 'x': no variant 'nope' in this study"),
+    ('name = "s"\n[[blocks]]\nname = "e"\ngrid = { lr = [0.1] }\nensembles = []\n',
+     "an ensembles block has no grid"),
+    ('name = "s"\n' + GOOD_BLOCK + '[[blocks]]\nname = "e"\nensembles = [{ members = ["b"] }]\n',
+     "each ensemble is { name = ..., members = [...] }"),
+    ('name = "s"\n' + GOOD_BLOCK + '[[blocks]]\nname = "e"\nensembles = [{ name = "x", '
+     'members = ["b"] }, { name = "x", members = ["b"] }]\n', "duplicate ensemble name 'x'"),
     ('name = "s"\n[[blocks]]\nname = \n', "not valid TOML (Invalid value (at line 3, column 8))"),
 ])
 def test_a_malformed_study_file_is_one_line(tmp_path, text, phrase, cli, assert_one_line_error):

@@ -1,0 +1,48 @@
+"""Ensembles: the two ways of combining on known cases, then from a study's stored runs."""
+
+import numpy as np
+import pytest
+
+from mnist_lab.ensemble import averaged_predictions, majority_predictions
+
+
+def _onehot(classes: list[int], p: float = 0.9) -> np.ndarray:
+    """Probabilities that put p on each image's class and the rest evenly on the others."""
+    out = np.full((len(classes), 10), (1 - p) / 9, dtype=np.float16)
+    out[np.arange(len(classes)), classes] = p
+    return out
+
+
+def test_majority_vote_counts_votes_not_confidence():
+    # Two members say 1 at 0.4; one says 2 at 1.0: averaging picks 2, the vote picks 1.
+    weak = np.full((1, 10), 0.6 / 9, dtype=np.float32)
+    weak[0, 1] = 0.4
+    sure = np.zeros((1, 10), dtype=np.float32)
+    sure[0, 2] = 1.0
+    probs = np.stack([weak, weak, sure])
+    assert majority_predictions(probs).tolist() == [1]
+    assert averaged_predictions(probs).tolist() == [2]
+
+
+def test_a_tied_vote_goes_to_the_larger_summed_probability():
+    probs = np.stack([_onehot([3], 0.6), _onehot([5], 0.95)])
+    assert majority_predictions(probs).tolist() == [5]
+    assert majority_predictions(probs[::-1]).tolist() == [5]  # not the first member's
+
+
+@pytest.mark.parametrize("combine", [averaged_predictions, majority_predictions])
+def test_one_member_is_itself(combine):
+    classes = [0, 7, 7, 2, 9]
+    assert combine(_onehot(classes)[None]).tolist() == classes
+
+
+def test_three_members_fix_each_others_single_mistakes():
+    truth = np.arange(10) % 10
+    members = []
+    for wrong in (0, 1, 2):  # each member misses a different image
+        guess = truth.copy()
+        guess[wrong] = (guess[wrong] + 1) % 10
+        members.append(_onehot(guess.tolist()))
+    probs = np.stack(members)
+    assert (majority_predictions(probs) == truth).all()
+    assert (averaged_predictions(probs) == truth).all()
