@@ -91,6 +91,24 @@ def _against_source(block: dict, variants: list[str], groups: dict) -> list[Comp
     return out
 
 
+def _against_targets(block: dict, variants: list[str], groups: dict) -> list[str]:
+    """Each variant with a target: met when its mean reaches the bar, and a one-sample t-test
+    of its seeds against it (Holm within the block) that says whether the margin is real."""
+    metric, bars = block.get("compare", "test_accuracy"), block.get("targets", {})
+    out, tests = [], []
+    for v in (v for v in variants if v in bars):
+        runs = complete(groups, block, v)
+        if not runs:
+            continue
+        mean = statistics.mean(r.metric(metric) for r in runs)
+        good = mean >= bars[v] if METRICS[metric].higher_is_better else mean <= bars[v]
+        out.append(f"{v}: {fmt(metric, mean)} against the target {fmt(metric, bars[v])}, "
+                   f"{'met' if good else 'missed'}")
+        if len(runs) >= 2:
+            tests.append(against_figure(Side(v, runs), bars[v], metric, "the target"))
+    return out + [c.verdict() for c in holm(tests)]
+
+
 def _delta(c: Comparison | None) -> list[str]:
     if c is None:
         return ["—", "—"]
@@ -103,6 +121,7 @@ def _verdicts(rep: Report, block: dict, variants: list[str], groups: dict,
               quick: bool) -> None:
     """The block's verdicts in words, generated from the tests, never written by hand."""
     lines = [c.verdict() for c in _against_baseline(block, variants, groups).values()]
+    lines += [] if quick else _against_targets(block, variants, groups)
     lines += [] if quick else [c if isinstance(c, str) else c.verdict()
                                for c in _against_source(block, variants, groups)]
     if lines:
@@ -121,6 +140,9 @@ def _table(rep: Report, block: dict, variants: list[str], groups: dict,
     for m in metrics:
         header += [m] + (["source", "Δ"] if any(m in refs.get(v, {}) for v in variants) else [])
     tests = _against_baseline(block, variants, groups)
+    bars = {} if quick else block.get("targets", {})  # one quick epoch is not held to them
+    if bars:
+        header.append("target")
     if "baseline" in block:
         unit = " (pp)" if METRICS[block.get("compare", "test_accuracy")].kind == "fraction" else ""
         header += [f"vs {block['baseline']}{unit} [95% CI]", "p (Holm)"]
@@ -141,6 +163,8 @@ def _table(rep: Report, block: dict, variants: list[str], groups: dict,
                 sign = "+" if diff is not None and diff >= 0 else ""
                 delta = "—" if diff is None else sign + fmt(m, diff).replace("%", " pp")
                 row += [fmt(m, ref), delta]
+        if bars:
+            row.append(fmt(block.get("compare", "test_accuracy"), bars[v]) if v in bars else "—")
         rows.append(row + (_delta(tests.get(v)) if "baseline" in block else []))
     rep.table(header, rows)
 

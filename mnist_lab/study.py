@@ -31,7 +31,7 @@ BLOCK_KEYS = {"name": str, "title": str, "notes": str, "base": dict, "grid": dic
               "variants": list, "seeds": list, "table": list, "plots": list, "reference": dict,
               "select_by": str, "selected_reference": str, "selected_figure": float,
               "baseline": str, "compare": str, "evaluate": list, "search": dict,
-              "ensembles": list}
+              "ensembles": list, "targets": dict}
 ENSEMBLE_KEYS = {"name": str, "members": list}
 SEARCH_KEYS = {"n_trials": int, "objective": str, "sampler": str, "pruner": str, "seed": int,
                "space": dict, "against": str}
@@ -110,6 +110,7 @@ def load_study(path: str | Path) -> Study:
             model_builder(run.config)  # unknown model, or a model file that fails to load
         _check_metrics(study)
         _check_baselines(study)
+        _check_targets(study)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     return study
@@ -232,6 +233,19 @@ def _check_baselines(study: Study) -> None:
         if value not in values:
             raise UserError(f"block {block['name']!r}: baseline {base!r} is neither one of its "
                             f"variants ({', '.join(names)}) nor KEY=VALUE of its grid")
+
+
+def _check_targets(study: Study) -> None:
+    """A block's `targets` give some of its variants a bar for the compared metric."""
+    for block in study.blocks:
+        names = [name for name, _ in _variants(block)]
+        for variant, bar in block.get("targets", {}).items():
+            if variant not in names:
+                raise UserError(f"block {block['name']!r}: target for {variant!r}, which is not "
+                                f"one of its variants ({', '.join(names)})")
+            if not isinstance(bar, int | float) or isinstance(bar, bool):
+                raise UserError(f"block {block['name']!r}: target {variant!r} must be a number, "
+                                f"got {bar!r}")
 
 
 def _check_metrics(study: Study) -> None:

@@ -1,7 +1,9 @@
 """Studies: expansion, resume after a kill, failures that do not stop a study, reports, Ray."""
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -163,6 +165,14 @@ def test_report_from_store(tiny, tmp_path, data_root):
     assert "| lr=0.1 | 2/2 |" in md and "| broken | 0/2, 2 failed |" in md
     assert html.read_text().count("data:image/png;base64,") == 2
     assert "test_accuracy, from epoch 2" in md
+    # targets: each bar reported as met or missed, with a one-sample t-test against it
+    lr = {**tiny.blocks[0], "targets": {"lr=0.1": 0.5, "lr=0.01": 0.999}}
+    study = dataclasses.replace(tiny, blocks=[lr, *tiny.blocks[1:]])
+    write_report(study, store.runs(study="tiny"), tmp_path / "targets")
+    md = (tmp_path / "targets" / "report.md").read_text()
+    assert re.search(r"lr=0\.1: [\d.]+% against the target 50\.00%, met", md)
+    assert re.search(r"lr=0\.01: [\d.]+% against the target 99\.90%, missed", md)
+    assert "the target" in md.split("missed", 1)[1] and "| target |" in md
 
 
 def test_mean_std_shows_the_spread_at_the_means_precision():
@@ -305,6 +315,8 @@ GOOD_BLOCK = '[[blocks]]\nname = "b"\n'
      "each ensemble is { name = ..., members = [...] }"),
     ('name = "s"\n' + GOOD_BLOCK + '[[blocks]]\nname = "e"\nensembles = [{ name = "x", '
      'members = ["b"] }, { name = "x", members = ["b"] }]\n', "duplicate ensemble name 'x'"),
+    ('name = "s"\n[[blocks]]\nname = "b"\ntargets = { nope = 0.99 }\n',
+     "block 'b': target for 'nope', which is not one of its variants (b)"),
     ('name = "s"\n[[blocks]]\nname = \n', "not valid TOML (Invalid value (at line 3, column 8))"),
 ])
 def test_a_malformed_study_file_is_one_line(tmp_path, text, phrase, cli, assert_one_line_error):
