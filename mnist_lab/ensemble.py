@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compare import Comparison, Side, on_test_set
 from .errors import UserError
 from .metrics import TestOutputs
 from .record import RunRecord
@@ -38,6 +39,9 @@ class EnsembleResult:
     best_member_accuracy: float  # the best run's, alone
     averaged: float  # test accuracy of the averaged probabilities
     majority: float  # test accuracy of the majority vote
+    # McNemar's test of the averaged ensemble against its best run (None for a single run);
+    # picking that run on test favours it, so a win here is the conservative kind
+    vs_best: Comparison | None = None
 
 
 def averaged_predictions(probabilities: np.ndarray) -> np.ndarray:
@@ -86,13 +90,19 @@ def combine(name: str, members: list[str], runs: list[RunRecord],
         raise UserError(f"ensemble {name!r}: its runs were tested on different images")
     probs = np.stack([o.probabilities for o in outputs])
     alone = [float((p.argmax(axis=1) == labels).mean()) for p in probs]
+    best = int(np.argmax(alone))
+    mean = TestOutputs(probs.astype(np.float32).mean(axis=0), labels)
+    vs_best = None if len(runs) == 1 else on_test_set(
+        Side(f"its best run ({runs[best].model}, seed {runs[best].config.seed})", [runs[best]],
+             outputs[best]),
+        Side(name, runs, mean))
     return EnsembleResult(
         name, members, len(runs), sum(int(r.metric("params")) for r in runs),
         sum(r.metric("mflops") or 0.0 for r in runs),
         sum(r.metric("wall_seconds") or 0.0 for r in runs),
         float(np.mean(alone)), max(alone),
         float((averaged_predictions(probs) == labels).mean()),
-        float((majority_predictions(probs) == labels).mean()))
+        float((majority_predictions(probs) == labels).mean()), vs_best)
 
 
 def evaluate_ensemble(store: Store, study: Study, spec: dict,

@@ -239,6 +239,12 @@ def _ensembles(rep: Report, block: dict, ensembles: dict) -> None:
         rep.table(["ensemble", "members", "runs", "params", "mflops", "wall_seconds",
                    "member mean", "best member", "averaged probabilities", "majority vote"],
                   rows)
+    tests = [e.vs_best for spec in block["ensembles"]
+             if not isinstance(e := ensembles.get((block["name"], spec["name"]), ""), str)
+             and e.vs_best is not None]
+    if tests:
+        rep.text("Averaged probabilities against the best run alone (95%, Holm-corrected "
+                 "within the block): " + "; ".join(c.verdict() for c in holm(tests)) + ".")
     if why:
         rep.text("Not formed: " + "; ".join(why) + ".")
 

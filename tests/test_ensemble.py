@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from mnist_lab.ensemble import averaged_predictions, majority_predictions
+from mnist_lab.config import TrainConfig
+from mnist_lab.ensemble import averaged_predictions, combine, majority_predictions
+from mnist_lab.errors import UserError
+from mnist_lab.metrics import Epoch, TestOutputs
+from mnist_lab.record import RunRecord
 
 
 def _onehot(classes: list[int], p: float = 0.9) -> np.ndarray:
@@ -46,3 +50,27 @@ def test_three_members_fix_each_others_single_mistakes():
     probs = np.stack(members)
     assert (majority_predictions(probs) == truth).all()
     assert (averaged_predictions(probs) == truth).all()
+
+
+def test_combine_reports_both_ways_and_tests_against_the_best_run():
+    truth = np.arange(200) % 10
+    outputs, runs = [], []
+    for seed, wrong in enumerate((range(0, 20), range(20, 40), range(40, 60))):
+        guess = truth.copy()
+        guess[list(wrong)] = (guess[list(wrong)] + 1) % 10  # 10% wrong, different images
+        outputs.append(TestOutputs(_onehot(guess.tolist()), truth.astype(np.uint8)))
+        runs.append(RunRecord(f"r{seed}", "k", "complete", TrainConfig(model="softmax",
+                    seed=seed), "0", params=7850, history=[Epoch(1, test_accuracy=0.9)]))
+    e = combine("three", ["v"], runs, outputs)
+    assert (e.runs, e.params, e.member_accuracy, e.best_member_accuracy) == (3, 23550, 0.9, 0.9)
+    assert e.averaged == e.majority == 1.0  # every mistake outvoted
+    assert e.vs_best.test == "McNemar exact" and e.vs_best.significant  # 20 discordant, all won
+    assert "three beats its best run (softmax, seed 0) by 10.00 pp" in e.vs_best.verdict()
+
+
+def test_runs_tested_on_other_images_are_not_combined():
+    a = TestOutputs(_onehot([1, 2]), np.array([1, 2], dtype=np.uint8))
+    b = TestOutputs(_onehot([1, 2]), np.array([1, 3], dtype=np.uint8))
+    run = RunRecord("r", "k", "complete", TrainConfig(), "0", params=1)
+    with pytest.raises(UserError, match="ensemble 'x': its runs were tested on different images"):
+        combine("x", ["v"], [run, run], [a, b])
