@@ -53,6 +53,13 @@ name = "default"             # the defaults: compact_step3, SGD + one-cycle, lig
 name = "no-augmentation"
 rotate = 0.0
 translate = 0.0
+
+# [blocks.targets]           # a bar per variant: reported met or missed, with a t-test
+# default = 0.99
+
+# [[blocks]]                 # trains nothing: combines the stored seeds' test outputs
+# name = "ensemble"
+# ensembles = [{{ name = "both", members = ["default", "no-augmentation"] }}]
 '''
 
 

@@ -336,6 +336,12 @@ def test_study_new_writes_a_starter_that_runs(tmp_path, monkeypatch, data_root, 
     code, out, err = cli("study", "run", "mine.toml", "--quick", "--no-progress",
                          "--data-dir", data_root, "--runs-dir", tmp_path / "runs")
     assert code == 0 and "2 complete" in out, err
+    # its commented-out targets and ensemble block are valid once uncommented
+    text = re.sub(r"^# (\[|default =|name = \"ensemble|ensembles =)", r"\1",
+                  Path("mine.toml").read_text(), flags=re.M)
+    Path("both.toml").write_text(text.replace('name = "mine"', 'name = "both"'))
+    blocks = load_study("both.toml").blocks
+    assert blocks[0]["targets"] == {"default": 0.99} and "ensembles" in blocks[1]
     code, _, err = cli("study", "new", "mine")
     assert_one_line_error(code, err, "mine.toml exists")
     code, _, _ = cli("study", "new", "cc", "--from", "compact-cnn")
