@@ -48,6 +48,10 @@ def test_pack_speed_runs(data_root):
          "compact_step2", "--subset", "500", "--data-dir", str(data_root)],
         capture_output=True, text=True, timeout=600, check=True)
     assert "| mlp | 3 |" in proc.stdout and "does not pack: dropout" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pack_speed.py"), "--models", "conv_1k",
+         "compact_step2", "--step"], capture_output=True, text=True, timeout=600, check=True)
+    assert "| conv_1k | 3 |" in proc.stdout and "does not pack: dropout" in proc.stdout
 
 
 def test_startup_bench_and_lean_training_path(data_root):
