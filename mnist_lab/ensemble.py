@@ -34,7 +34,7 @@ class EnsembleResult:
     runs: int  # stored runs combined (every seed of every member)
     params: int  # parameters of all the runs together
     mflops: float  # forward MFLOPs per image of all the runs together
-    wall_seconds: float  # training time of all the runs together, as stored
+    wall_seconds: float  # training time of all the runs together (a pack's counted once)
     member_accuracy: float  # the runs' mean test accuracy, alone
     best_member_accuracy: float  # the best run's, alone
     averaged: float  # test accuracy of the averaged probabilities
@@ -99,7 +99,8 @@ def combine(name: str, members: list[str], runs: list[RunRecord],
     return EnsembleResult(
         name, members, len(runs), sum(int(r.metric("params")) for r in runs),
         sum(r.metric("mflops") or 0.0 for r in runs),
-        sum(r.metric("wall_seconds") or 0.0 for r in runs),
+        # a packed run's wall time is its whole pack's: each member counts its share
+        sum((r.metric("wall_seconds") or 0.0) / (r.timing.packed or 1) for r in runs),
         float(np.mean(alone)), max(alone),
         float((averaged_predictions(probs) == labels).mean()),
         float((majority_predictions(probs) == labels).mean()), vs_best)

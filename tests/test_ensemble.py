@@ -6,7 +6,7 @@ import pytest
 from mnist_lab.config import TrainConfig
 from mnist_lab.ensemble import averaged_predictions, combine, majority_predictions
 from mnist_lab.errors import UserError
-from mnist_lab.metrics import Epoch, TestOutputs
+from mnist_lab.metrics import Epoch, TestOutputs, Timing
 from mnist_lab.record import RunRecord
 
 
@@ -60,9 +60,11 @@ def test_combine_reports_both_ways_and_tests_against_the_best_run():
         guess[list(wrong)] = (guess[list(wrong)] + 1) % 10  # 10% wrong, different images
         outputs.append(TestOutputs(_onehot(guess.tolist()), truth.astype(np.uint8)))
         runs.append(RunRecord(f"r{seed}", "k", "complete", TrainConfig(model="softmax",
-                    seed=seed), "0", params=7850, history=[Epoch(1, test_accuracy=0.9)]))
+                    seed=seed), "0", params=7850, history=[Epoch(1, test_accuracy=0.9)],
+                    timing=Timing(wall_seconds=30.0, packed=3 if seed < 2 else None)))
     e = combine("three", ["v"], runs, outputs)
     assert (e.runs, e.params, e.member_accuracy, e.best_member_accuracy) == (3, 23550, 0.9, 0.9)
+    assert e.wall_seconds == 50.0  # seeds 0 and 1 shared a pack of 3 (20 s each), seed 2 alone
     assert e.averaged == e.majority == 1.0  # every mistake outvoted
     assert e.vs_best.test == "McNemar exact" and e.vs_best.significant  # 20 discordant, all won
     assert "three beats its best run (softmax, seed 0) by 10.00 pp" in e.vs_best.verdict()
