@@ -145,14 +145,15 @@ def _pareto(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
     or hollow triangles where the source picked the epoch on the test set."""
     names = spec.get("blocks", [block["name"]])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (b, v), runs in sorted(groups.items()):
-        ok = [r for r in runs if b in names and r.status == "complete" and r.params]
-        if ok:
-            acc = [100 * r.metric("test_accuracy") for r in ok]
-            ax.errorbar(ok[0].params, np.mean(acc), statistics.stdev(acc) if len(acc) > 1
-                        else 0.0, marker="o", capsize=3, color="C0")
-            ax.annotate(v, (ok[0].params, np.mean(acc)), textcoords="offset points",
-                        xytext=(5, -10), fontsize=7, color="C0")
+    ours = [(ok[0].params, v, [100 * r.metric("test_accuracy") for r in ok])
+            for (b, v), runs in groups.items()
+            if (ok := [r for r in runs if b in names and r.status == "complete" and r.params])]
+    for i, (params, v, acc) in enumerate(sorted(ours)):
+        ax.errorbar(params, np.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                    marker="o", capsize=3, color="C0")
+        ax.annotate(v, (params, np.mean(acc)), textcoords="offset points",  # alternate sides:
+                    xytext=(5, -10) if i % 2 else (-5, 6), ha="left" if i % 2 else "right",
+                    fontsize=7, color="C0")  # neighbours of one budget would overlap
     for i, a in enumerate(sorted(spec.get("anchors", []), key=lambda a: a["params"])):
         on_test = a.get("best_epoch_on_test", False)  # hollow: the source picked it on test
         ax.plot(a["params"], a["accuracy"], "^" if on_test else "x", color="C3",
@@ -163,6 +164,7 @@ def _pareto(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
     ax.plot([], [], "^", color="C3", mfc="none", label="published, best epoch chosen on test")
     ax.legend(fontsize=7, loc="lower right")
     ax.set(xscale="log", xlabel="trainable parameters", ylabel="test accuracy (%)")
+    ax.margins(x=0.12, y=0.1)  # room for the labels at the edges
     ax.grid(alpha=0.3, which="both")
     rep.figure(fig, "test accuracy against parameters: ours (blue, mean ± std over seeds, "
                "final epoch) and published figures (red)")
