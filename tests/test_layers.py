@@ -21,7 +21,7 @@ FLOORS = [
     {"train", "train_pack"},
     {"record", "store"},
     {"worker", "pools", "search", "runner", "cluster", "inference", "compare", "document",
-     "plots", "search_plots", "report", "tracking",
+     "plots", "search_plots", "report", "ensemble", "tracking",
      "export", "serve", "suites", "suite_figures"},
     {"commands", "study_commands", "compare_command", "suite_command", "model_command",
      "tracking_command", "cli"},
