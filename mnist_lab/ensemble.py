@@ -22,8 +22,6 @@ from .search import study_runs
 from .store import Store
 from .study import Study, find_study, load_study
 
-ENSEMBLE_KEYS = {"name": str, "members": list}
-
 
 @dataclass(frozen=True)
 class EnsembleResult:

@@ -6,6 +6,9 @@ parameters for c -> d channels against 9cd, so the budget buys width) or full co
 compact CNN's shape (conv_*), one max-pool, global average pooling and a linear head; batch norm
 and ReLU after every convolution. Convolutions are unpadded, as in the compact CNN: the 26x26
 and 24x24 layers are where the FLOPs are, and they stay narrow.
+
+The single-model block's `strided_cnn` is the one exception: Deotte's Kaggle net, two stages of
+convolutions that downsample with a strided 5x5 instead of pooling, and dropout.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class PlanNet(nn.Module):
 
 
 def _stage(c_in: int, c: int, dropout: float) -> list[nn.Module]:
-    """Two unpadded 3x3 convolutions, then a strided 5x5 in place of pooling; BN, ReLU, dropout."""
+    """Two unpadded 3x3 convolutions, then a strided 5x5 in place of pooling, each followed by
+    ReLU and then batch norm (the Keras original's order); dropout at the end."""
     convs = [nn.Conv2d(c_in, c, 3), nn.Conv2d(c, c, 3), nn.Conv2d(c, c, 5, stride=2, padding=2)]
     return [m for conv in convs for m in (conv, nn.ReLU(), nn.BatchNorm2d(c))] + [
         nn.Dropout(dropout)]
