@@ -154,8 +154,9 @@ def _add_suite_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("robustness suites (docs/USAGE.md, 'how a model fails')")
     g.add_argument("--suite", help="corruptions (15 MNIST-C-style corruptions), calibration "
                    "(ECE, NLL, Brier, temperature scaling), adversarial (FGSM, PGD; torch "
-                   "models), explanations (confident mistakes, saliency), or all; "
-                   "comma-separated for several")
+                   "models), explanations (confident mistakes, saliency), or all of these; "
+                   "masking (gradient-masking checks of the adversarial figures, slow) only "
+                   "by name; comma-separated for several")
     g.add_argument("--force", action="store_true", help="measure again even if stored")
     g.add_argument("--attack-images", type=int, default=1000, help="adversarial: attack the "
                    "first N test images (default: 1000, up to 10000)")
@@ -163,6 +164,10 @@ def _add_suite_flags(p: argparse.ArgumentParser) -> None:
                    "radius in pixel scale [0, 1] (repeatable; default: 0.05 0.1 0.2 0.3)")
     g.add_argument("--pgd-steps", type=int, default=40, help="adversarial: PGD steps "
                    "(default: 40)")
+    g.add_argument("--strong-steps", type=int, default=100, help="masking: PGD steps of the "
+                   "stronger attack (default: 100)")
+    g.add_argument("--restarts", type=int, default=5, help="masking: random starts of the "
+                   "stronger attack (default: 5)")
     g.add_argument("--corruption-seed", type=int, default=0, help="corruptions: the seed of "
                    "the corrupted test set (default: 0)")
     g.add_argument("--out", help="folder for the suites' figures (default: "

@@ -97,11 +97,20 @@ for _attack, _what in (("fgsm", "FGSM"), ("pgd", "PGD (40 steps, random start)")
     for _eps in EPSILONS:
         _register(f"{_attack}_accuracy_{_eps}", "fraction",
                   f"accuracy under {_what} at L-inf eps = {_eps}", suite="adversarial")
+_register("pgd_strong_accuracy", "fraction", "accuracy under PGD with more steps and random "
+          "restarts, at the largest eps (gradient-masking check)", suite="masking")
+_register("noise_accuracy", "fraction", "accuracy under random +-eps sign noise at the largest "
+          "eps (gradient-masking check)", suite="masking")
+_register("unbounded_accuracy", "fraction", "accuracy under PGD at eps = 1, which can reach any "
+          "image (should be ~0; gradient-masking check)", False, suite="masking")
+_register("masking_warnings", "count", "gradient-masking checks failed (0 of 4 is clean)", False,
+          suite="masking")
 # The columns a study block's `evaluate = [suite, ...]` adds to its table
 SUITE_COLUMNS = {"corruptions": ("corruption_accuracy", "worst_corruption_accuracy"),
                  "calibration": ("ece", "ece_scaled"),
                  "adversarial": ("pgd_accuracy_0.1", "pgd_accuracy_0.3"),
-                 "explanations": ()}
+                 "explanations": (),
+                 "masking": ("pgd_strong_accuracy", "masking_warnings")}
 
 
 def metric(name: str) -> Metric:

@@ -28,7 +28,8 @@ from .train_pack import pack_problem
 from .worker import PackTask, Task, dataset
 
 # --quick: the suites shrink as the runs do, so CI measures every one in seconds
-QUICK_SUITES = SuiteOptions(attack_images=100, pgd_steps=10, saliency_images=2)
+QUICK_SUITES = SuiteOptions(attack_images=100, pgd_steps=10, strong_steps=10, restarts=2,
+                            saliency_images=2)
 MAX_PACK = 8  # seeds trained as one packed model at most (train_pack.py)
 TRAIN_IMAGES = 60_000  # training set size of MNIST and Fashion-MNIST alike
 

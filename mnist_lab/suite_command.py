@@ -17,12 +17,13 @@ from .errors import UserError
 from .metrics import EPSILONS, METRICS
 from .record import RunRecord, SuiteResult
 from .store import Store
-from .suites import SUITES, SuiteOptions, evaluate_run
+from .suites import BY_NAME, SUITES, SuiteOptions, evaluate_run
 
 
 def suite_names(arg: str) -> list[str]:
-    """`all`, or a comma-separated list of suite names, each known."""
-    names = list(SUITES) if arg == "all" else [n.strip() for n in arg.split(",") if n.strip()]
+    """`all` (every suite but those asked for by name), or a comma-separated list of names."""
+    names = ([n for n in SUITES if n not in BY_NAME] if arg == "all" else
+             [n.strip() for n in arg.split(",") if n.strip()])
     unknown = [n for n in names if n not in SUITES]
     if unknown or not names:
         raise UserError(f"unknown suite {(unknown or [arg])[0]!r}; choose from "
@@ -37,10 +38,12 @@ def options_from_args(args: argparse.Namespace) -> SuiteOptions:
         raise UserError(f"--attack-images must be in 1..10000, got {args.attack_images}")
     if any(not 0 < e <= 1 for e in epsilons):
         raise UserError("--epsilon values must be in (0, 1]: pixel scale [0, 1]")
-    if args.pgd_steps < 1:
-        raise UserError(f"--pgd-steps must be >= 1, got {args.pgd_steps}")
+    for flag in ("pgd_steps", "strong_steps", "restarts"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     return SuiteOptions(corruption_seed=args.corruption_seed, attack_images=args.attack_images,
-                        epsilons=tuple(sorted(set(epsilons))), pgd_steps=args.pgd_steps)
+                        epsilons=tuple(sorted(set(epsilons))), pgd_steps=args.pgd_steps,
+                        strong_steps=args.strong_steps, restarts=args.restarts)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -81,6 +84,9 @@ def _rows(results: dict[str, SuiteResult]) -> list[list[str]]:
             per_class = result.details["per_class_accuracy"]
             rows.append(["explanations", "per-class accuracy",
                          " ".join(f"{c}:{100 * a:.1f}" for c, a in enumerate(per_class))])
+        if result.suite == "masking":
+            rows += [["masking", "warning", w] for w in result.details["warnings"]] or [
+                ["masking", "verdict", "no sign of gradient masking in the 4 checks"]]
         if result.details.get("note"):
             rows.append([result.suite, "note", result.details["note"]])
     return rows

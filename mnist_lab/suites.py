@@ -1,4 +1,5 @@
-"""Evaluation suites for any stored run: corruptions, calibration, adversarial, explanations.
+"""Evaluation suites for any stored run: corruptions, calibration, adversarial, explanations,
+and (asked by name, not in `all`) masking, which checks the adversarial figures themselves.
 
 `SUITES[name](subject, options)` measures one suite and returns a `SuiteResult` (registered
 metrics for tables and comparisons, details for plots); `evaluate_run` runs several, keeps each
@@ -24,11 +25,13 @@ from .models import Standardised, model_entry
 from .record import RunRecord, SuiteResult
 from .robust import attacks, corrupted_set
 from .robust.calibration import calibrate
+from .robust.masking import check_masking
 from .robust.saliency import saliency
 from .store import Store, load_checkpoint
 
 SUITES: dict[str, Callable[[Subject, SuiteOptions], SuiteResult]] = {}
 TORCH_ONLY: set[str] = set()  # suites that need gradients: not for scikit-learn models
+BY_NAME: set[str] = set()  # suites `--suite all` leaves out: slow checks, asked for by name
 BATCH = 500  # images per forward pass: large enough to amortise, small enough for 2 cores
 
 
@@ -41,6 +44,8 @@ class SuiteOptions:
     epsilons: tuple[float, ...] = EPSILONS  # L-inf radii in pixel space [0, 1]
     pgd_steps: int = 40
     attack_seed: int = 0  # PGD's random start
+    strong_steps: int = 100  # masking: PGD steps of the stronger attack
+    restarts: int = 5  # masking: its random starts (an image survives only if it survives all)
     mistakes: int = 16  # the most confident mistakes kept for the gallery
     saliency_images: int = 8  # test digits explained with integrated gradients
 
@@ -48,6 +53,8 @@ class SuiteOptions:
         """The options a suite depends on: only those decide whether to measure again."""
         names = {"corruptions": ("corruption_seed",),
                  "adversarial": ("attack_images", "epsilons", "pgd_steps", "attack_seed"),
+                 "masking": ("attack_images", "epsilons", "pgd_steps", "attack_seed",
+                             "strong_steps", "restarts"),
                  "explanations": ("mistakes", "saliency_images")}.get(suite, ())
         return {n: list(v) if isinstance(v, tuple) else v
                 for n, v in dataclasses.asdict(self).items() if n in names}
@@ -64,12 +71,15 @@ class Subject:
     progress: bool = False
 
 
-def register_suite(name: str, torch_only: bool = False) -> Callable[[Callable], Callable]:
+def register_suite(name: str, torch_only: bool = False,
+                   by_name: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: register a suite under its name."""
     def add(fn: Callable) -> Callable:
         SUITES[name] = fn
         if torch_only:
             TORCH_ONLY.add(name)
+        if by_name:
+            BY_NAME.add(name)
         return fn
     return add
 
@@ -190,6 +200,19 @@ def _adversarial(s: Subject, o: SuiteOptions) -> SuiteResult:
     return _result("adversarial", o, metrics,
                    {"images": len(labels),
                     "curves": {n: {str(e): a for e, a in c.items()} for n, c in curves.items()}})
+
+
+@register_suite("masking", torch_only=True, by_name=True)
+def _masking(s: Subject, o: SuiteOptions) -> SuiteResult:
+    """Gradient-masking checks (robust/masking.py) at the largest epsilon, on the adversarial
+    suite's images: a stronger attack, an unbounded one, random noise and FGSM against PGD."""
+    images, labels = (a[:o.attack_images] for a in _test(s))
+    r = check_masking(s.model, torch.from_numpy(images), torch.from_numpy(labels),
+                      max(o.epsilons), o.pgd_steps, o.strong_steps, o.restarts, o.attack_seed)
+    warnings = r.warnings()
+    metrics = {"pgd_strong_accuracy": r.pgd_strong, "noise_accuracy": r.noise,
+               "unbounded_accuracy": r.unbounded, "masking_warnings": len(warnings)}
+    return _result("masking", o, metrics, dataclasses.asdict(r) | {"warnings": warnings})
 
 
 @register_suite("explanations")

@@ -17,7 +17,7 @@ FLOORS = [
      "augment", "presets", "packing", "user_models", "registry", "record_models", "models",
      "model_check", "optim", "evaluate", "preprocess", "study",
      "robust", "robust.corruptions", "robust.calibration", "robust.attacks", "robust.saliency",
-     "robust.corrupted_set"},
+     "robust.corrupted_set", "robust.masking"},
     {"train", "train_pack"},
     {"record", "store"},
     {"worker", "pools", "search", "runner", "cluster", "inference", "compare", "document",

@@ -89,6 +89,8 @@ def test_a_scikit_learn_run_gets_calibration_but_not_attacks(cli, suite_runs,
     (["--suite", "adversarial", "--attack-images", "0"], "--attack-images must be in 1..10000"),
     (["--suite", "adversarial", "--epsilon", "1.5"], "--epsilon values must be in (0, 1]"),
     (["--suite", "adversarial", "--pgd-steps", "0"], "--pgd-steps must be >= 1"),
+    (["--suite", "masking", "--restarts", "0"], "--restarts must be >= 1"),
+    (["--suite", "masking", "--strong-steps", "-1"], "--strong-steps must be >= 1"),
 ])
 def test_bad_suite_options_get_one_line(cli, suite_runs, assert_one_line_error, args, phrase):
     code, _, err = cli("evaluate", suite_runs.val_run.id, *args, "--runs-dir", suite_runs.root)
