@@ -66,9 +66,13 @@ def _pooled(results: list[SuiteResult], key: str) -> tuple[np.ndarray, np.ndarra
 
 def reliability_diagrams(series: Series) -> plt.Figure:
     """Accuracy per confidence bin against the diagonal, before and after temperature
-    scaling; one panel per variant."""
-    fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.8), squeeze=False)
-    for ax, (label, results) in zip(axes[0], series, strict=True):
+    scaling; one panel per variant, four to a row."""
+    columns = min(len(series), 4)  # wider than four panels is hard to read on a page
+    rows = -(-len(series) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(series):]:
+        ax.axis("off")
+    for ax, (label, results) in zip(axes.flat, series, strict=False):
         centre, acc, n = _pooled(results, "reliability")
         width = centre[1] - centre[0]
         ax.bar(centre[n > 0], acc[n > 0], width, alpha=0.6, edgecolor="k", label="as trained")

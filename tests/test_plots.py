@@ -76,3 +76,12 @@ def test_plot_kind_with_no_runs_draws_nothing_or_an_empty_figure(kind, tmp_path)
     rep = Report(tmp_path)
     PLOTS[kind](rep, {"kind": kind, **SPECS[kind]}, {"name": "b", "search": SEARCH}, ["v"], {})
     assert all(p[0] in ("img", "p") for p in rep.parts)
+
+
+def test_reliability_diagrams_wrap_at_four_panels_a_row():
+    from mnist_lab.suite_figures import reliability_diagrams
+    series = [(f"v{i}", [_run(0.1, 0).suites["calibration"]]) for i in range(6)]
+    fig = reliability_diagrams(series)
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert len(fig.axes) == 8 and len(shown) == 6
+    assert len({round(ax.get_position().y0, 2) for ax in shown}) == 2  # two rows
