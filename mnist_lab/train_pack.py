@@ -65,9 +65,19 @@ def pack_problem(cfgs: list[TrainConfig]) -> str | None:
     if base.adversarial != "none" or base.stop_at_accuracy:
         return "adversarial training and --stop-at-accuracy runs train alone"
     try:
+        model = build_model(base)
+        if resolve_device(base.device).type == "cpu" and _grouped(model):
+            # oneDNN's grouped depthwise kernels for K x the channels are slower than K separate
+            # ones: a pack of 3 sep_4k trained 0.59x as fast (docs/PERFORMANCE.md)
+            return "its grouped (depthwise) convolutions train slower packed on CPU"
         return unpackable(lambda: build_model(base), len(cfgs))
     except Exception as e:  # noqa: BLE001 - alone, each run records its own failure
         return f"its model does not build ({type(e).__name__})"
+
+
+def _grouped(model: torch.nn.Module) -> bool:
+    """Whether the model has a convolution with groups > 1 (a depthwise one, say)."""
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
 
 
 class _Pack:
