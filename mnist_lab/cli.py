@@ -220,6 +220,9 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
                    "faster than runs alone, see docs/PERFORMANCE.md")
     p.add_argument("--quick", action="store_true",
                    help="1 epoch, 200 training / 500 test images, one seed: a smoke run")
+    p.add_argument("--block", action="append", metavar="NAME",
+                   help="run or show only this block (repeatable); its runs are stored "
+                   "under the study as usual, so the study's report includes them")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local processes, or Ray (local instance, or --address)")
     p.add_argument("--address", help="Ray cluster address, HOST:PORT of its head (default: "

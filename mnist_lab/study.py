@@ -73,6 +73,14 @@ class Study:
         """Runs of a quick study are stored apart from the full one."""
         return f"{self.name}:quick" if quick else self.name
 
+    def only(self, names: list[str]) -> Study:
+        """The study with only the named blocks (stored under the same study name)."""
+        known = [b["name"] for b in self.blocks]
+        if unknown := [n for n in names if n not in known]:
+            raise UserError(f"study {self.name} has no block {unknown[0]!r} (its blocks: "
+                            f"{', '.join(known)})")
+        return dataclasses.replace(self, blocks=[b for b in self.blocks if b["name"] in names])
+
 
 def list_studies() -> list[str]:
     """Names of the studies shipped with mnist-lab."""

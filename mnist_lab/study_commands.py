@@ -149,6 +149,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError("--mlflow goes with `study run`; to log stored runs: "
                         "mnist-lab runs export --mlflow URI --study NAME")
     study = load_study(find_study(args.study))
+    if args.block:
+        if args.action == "report":
+            raise UserError("--block goes with `study run` and `study show`; a report "
+                            "covers every block")
+        study = study.only(args.block)
     if args.action == "run":
         _run(study, args)
     elif args.action == "show":

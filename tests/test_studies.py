@@ -260,6 +260,23 @@ def test_study_cli_run_show_report(tiny, tmp_path, data_root, cli):
     assert code == 0 and (tmp_path / "runs" / "reports" / "tiny-quick" / "report.html").exists()
 
 
+def test_block_runs_one_block_stored_under_the_study(tiny, tmp_path, data_root, cli,
+                                                     assert_one_line_error):
+    common = ("--runs-dir", str(tmp_path / "runs"))
+    code, out, _ = cli("study", "run", str(tiny.path), "--block", "odd", "--quick",
+                       "--no-progress", "--data-dir", str(data_root), *common)
+    assert code == 0 and "1 failed" in out
+    stored = Store(tmp_path / "runs").runs(study="tiny:quick")
+    assert sorted(r.label.variant for r in stored) == ["broken", "diverges"]
+    code, out, _ = cli("study", "show", str(tiny.path), "--quick", *common)
+    assert out.splitlines()[-1] == "study tiny:quick: 1 of 6 runs stored, 5 to run"
+    for argv, phrase in [(("run", "--block", "nope"), "study tiny has no block 'nope' (its "
+                          "blocks: lr, odd)"),
+                         (("report", "--block", "lr"), "--block goes with `study run` and")]:
+        code, _, err = cli("study", argv[0], str(tiny.path), *argv[1:], *common)
+        assert_one_line_error(code, err, phrase)
+
+
 def test_study_show_counts_the_epochs_a_snapshot_keeps(tiny, tmp_path, cli):
     first = expand(tiny)[0].config
     save_snapshot(snapshot_path(tmp_path / "runs", first.key()),
