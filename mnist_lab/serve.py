@@ -1,17 +1,13 @@
 """`mnist-lab serve`: a page to draw a digit, a page of stored runs, and a JSON prediction API.
 
-Every image goes through the code `mnist-lab predict` uses (preprocess.load_image, to_mnist,
+Every image goes through the code `mnist-lab predict` uses (request_body, then
 inference.Classifier), so the page, the API and the CLI give a digit the same answer; each
 answer also says which pixels made it (robust.saliency, integrated gradients). Bad input
-is a 4xx with {"detail": "<one sentence>"}, never a 500: bodies are counted against a size
-limit while they arrive, uploads must be PNG or JPEG by their first bytes (whatever type the
-upload declares), and oversized images are refused from their header, before decoding.
+is a 4xx with {"detail": "<one sentence>"}, never a 500 (request_body says how).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import socket
 import sys
 import threading
@@ -19,32 +15,32 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
-import python_multipart  # noqa: F401 - form parsing needs it: fail at start, not per request
 import torch
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from . import __version__
 from .errors import UserError
 from .inference import Classifier
-from .preprocess import load_image, stretch_contrast, to_mnist
 from .record import RunRecord
+from .request_body import (
+    MAX_BODY,
+    TOO_LARGE,
+    BodyLimit,
+    BodyTooLargeError,
+    error_response,
+    from_json,
+    read_upload,
+)
 from .robust.saliency import saliency, signed_map
 from .store import Store
 
-MAX_BODY = 4 * 1024 * 1024  # a drawn digit is ~5 KB; a phone photo fits
-# An upload's type is read from its bytes: a part's declared type is often missing or wrong
-# (a file named .png, sent as application/octet-stream), and only these decoders are reached
-SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 CACHE_SIZE = 4  # loaded models kept; a compact CNN is ~30 KB, a large one ~10 MB
 WEB = Path(__file__).with_name("web")
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'"}  # nothing from elsewhere
-TOO_LARGE = f"the request body is larger than the limit of {MAX_BODY // 2**20} MiB"
-JSON_HELP = 'JSON must be {"image": <28x28 array of numbers 0..255, white digit on black>}'
 
 
 class Prediction(BaseModel):
@@ -126,43 +122,6 @@ class Models:
         return {p.name for p in folder.iterdir() if (p / "report.html").is_file()}
 
 
-class _BodyTooLargeError(Exception):
-    """The request body grew past MAX_BODY while it was being read."""
-
-
-class _BodyLimit:
-    """ASGI middleware: 413 for a body over the limit, by Content-Length up front and by
-    counting what arrives (a chunked upload declares no length)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send) -> None:
-        """Refuse a declared oversized body; count the bytes of any other."""
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit():
-            return await _error(400, "invalid Content-Length header")(scope, receive, send)
-        if int(length) > self.limit:
-            return await _error(413, TOO_LARGE)(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _BodyTooLargeError
-            return message
-
-        await self.app(scope, counted, send)
-
-
-def _error(code: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=code)
-
-
 def _saliency(classifier: Classifier, image: np.ndarray, digit: int) -> list[list[float]] | None:
     """The 28x28 input's integrated gradients for `digit`, in [-1, 1]; None without gradients."""
     # the pixels as Classifier.probabilities makes them; autograd runs outside its
@@ -173,63 +132,6 @@ def _saliency(classifier: Classifier, image: np.ndarray, digit: int) -> list[lis
     if attr is None:
         return None
     return signed_map(attr[0]).astype(np.float64).round(3).tolist()  # float32 prints long
-
-
-def _from_upload(data: bytes) -> np.ndarray:
-    """PNG/JPEG bytes -> the model's 28x28 input, exactly as `mnist-lab predict` makes it."""
-    if not data.startswith(SIGNATURES):
-        raise HTTPException(415, "the uploaded file is neither PNG nor JPEG (by its first bytes): "
-                                 "only PNG and JPEG images are accepted")
-    buf = io.BytesIO(data)
-    buf.name = "the uploaded image"  # load_image names its source in messages
-    try:
-        gray = load_image(buf)
-    except UserError as e:
-        raise HTTPException(413 if "too large" in str(e) else 400, str(e)) from None
-    except Exception as e:  # Pillow's decoders may raise more than load_image names: failing
-        # to decode untrusted bytes means a bad file, never a server error
-        kind = type(e).__name__
-        raise HTTPException(400, f"{buf.name}: not a readable image ({kind})") from None
-    try:
-        return to_mnist(gray, name=buf.name)
-    except UserError as e:
-        raise HTTPException(422, str(e)) from None
-
-
-def _from_json(body: bytes) -> np.ndarray:
-    """{"image": 28x28 numbers 0..255, white on black} -> uint8 [28, 28], taken as it is."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        raise HTTPException(400, "the request body is not valid JSON") from None
-    if not isinstance(payload, dict) or "image" not in payload:
-        raise HTTPException(422, JSON_HELP)
-    try:
-        image = np.asarray(payload["image"])
-    except (ValueError, TypeError, OverflowError):  # ragged nesting
-        raise HTTPException(422, f"{JSON_HELP}; got rows of different lengths") from None
-    if image.dtype.kind not in "iuf":  # strings, booleans, nulls, objects, huge integers
-        raise HTTPException(422, f"{JSON_HELP}; got values that are not all numbers")
-    if image.shape != (28, 28):
-        raise HTTPException(422, f"{JSON_HELP}; got shape {image.shape}")
-    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 255:
-        raise HTTPException(422, "image values must be finite numbers from 0 to 255")
-    image = np.rint(image).astype(np.uint8)
-    try:  # the blank-image test uploads get from to_mnist, so a flat array is refused too
-        stretch_contrast(image / 255.0, name="the JSON image")
-    except UserError as e:
-        raise HTTPException(422, str(e)) from None
-    return image
-
-
-async def _read_upload(request: Request) -> np.ndarray:
-    """The image in multipart field `file` as model input (its declared type is not used)."""
-    async with request.form(max_files=1, max_fields=8) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise HTTPException(422, "send the image as a file in multipart form field 'file'")
-        data = await upload.read()  # at most MAX_BODY: _BodyLimit counted the body
-    return await run_in_threadpool(_from_upload, data)
 
 
 router = APIRouter()
@@ -243,7 +145,7 @@ PREDICT_BODY = {"requestBody": {"required": True, "content": {
                   "model's input as it is: 0..255, white digit on black", "items": {
                       "type": "array", "minItems": 28, "maxItems": 28,
                       "items": {"type": "number", "minimum": 0, "maximum": 255}}}}}}}}}
-# _BodyLimit answers these on every route, before the route itself runs
+# BodyLimit answers these on every route, before the route itself runs
 LIMIT_ERRORS = {400: "the Content-Length header is not a number",
                 413: "the request body is over the size limit"}
 PREDICT_ERRORS = {
@@ -275,9 +177,9 @@ async def predict(request: Request, model: str | None = None) -> dict:
         raise HTTPException(404, str(e)) from None
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        image = await _read_upload(request)
+        image = await read_upload(request)
     elif kind == "application/json":
-        image = await run_in_threadpool(_from_json, await request.body())
+        image = await run_in_threadpool(from_json, await request.body())
     else:
         raise HTTPException(415, "send multipart/form-data with a file, or application/json")
     try:
@@ -348,8 +250,9 @@ def create_app(runs_dir: str | Path | None, checkpoint: str | None = None) -> Fa
     app.state.models = Models(runs_dir, checkpoint)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
-    app.add_middleware(_BodyLimit, limit=MAX_BODY)
-    app.add_exception_handler(_BodyTooLargeError, lambda request, exc: _error(413, TOO_LARGE))
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_exception_handler(BodyTooLargeError,
+                              lambda request, exc: error_response(413, TOO_LARGE))
     return app
 
 
