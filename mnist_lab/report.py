@@ -174,7 +174,9 @@ def _selected(block: dict, variants: list[str], groups: dict) -> tuple | None:
     by = block["select_by"]
     scored = [(statistics.mean(r.metric(by) for r in ok), v, ok) for v in variants
               if (ok := complete(groups, block, v))]
-    return max(scored, key=lambda t: t[0]) if scored else None
+    # Means of counts tie exactly, but float sums may break the tie in the last bit: rounded,
+    # a tie goes to the variant first in the file, and _select names the others.
+    return max(scored, key=lambda t: round(t[0], 9)) if scored else None
 
 
 def _search_summary(rep: Report, study: Study, block: dict, order: dict, groups: dict) -> None:
@@ -217,7 +219,10 @@ def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None
                                            "test_accuracy", "the source's winner").verdict() + "."
         except UserError as e:
             verdict = f" {e}."
-    rep.text(f"Selected by {by} ({fmt(by, best)}): {variant}; its test accuracy: {test}."
+    tied = [v for v in variants if v != variant and (ok_v := complete(groups, block, v))
+            and round(statistics.mean(r.metric(by) for r in ok_v), 9) == round(best, 9)]
+    ties = f" (tied with {', '.join(tied)}: the first in the file is taken)" if tied else ""
+    rep.text(f"Selected by {by} ({fmt(by, best)}): {variant}{ties}; its test accuracy: {test}."
              + (f" Source: {block['selected_reference']}." if "selected_reference" in block
                 else "") + verdict)
 

@@ -17,6 +17,7 @@ from mnist_lab.config import RunContext
 from mnist_lab.document import mean_std
 from mnist_lab.ensemble import study_ensembles
 from mnist_lab.errors import UserError
+from mnist_lab.metrics import Epoch
 from mnist_lab.models import model_entry
 from mnist_lab.record import RunRecord, StudyLabel
 from mnist_lab.report import write_report
@@ -367,3 +368,21 @@ def test_study_new_writes_a_starter_that_runs(tmp_path, monkeypatch, data_root, 
     code, _, _ = cli("study", "new", "cc", "--from", "compact-cnn")
     assert code == 0 and load_study("cc.toml").name == "cc"
     assert len(expand(load_study("cc.toml"))) == len(expand(load_study(find_study("compact-cnn"))))
+
+
+def test_a_selection_tied_on_validation_says_so(tmp_path):
+    """Two grid points with the same validation images right: the first is taken, and the
+    report names the tie instead of passing off a coin toss as a choice."""
+    (tmp_path / "t.toml").write_text('name = "t"\nseeds = [0, 1]\n[[blocks]]\nname = "g"\n'
+                                   'grid = { lr = [0.1, 0.3, 0.5] }\nselect_by = "val_accuracy"\n'
+                                   'table = ["val_accuracy"]\n')
+    study = load_study(tmp_path / "t.toml")
+    val = {0.1: [0.9938, 0.9946], 0.3: [0.9942, 0.9942], 0.5: [0.99, 0.99]}
+    records = [RunRecord(f"r{i}", run.config.key(), "complete", run.config, "0", history=[
+                   Epoch(1, val_accuracy=val[run.config.lr][run.seed], test_accuracy=0.99)],
+                   label=StudyLabel("t", run.block, run.variant, run.seed))
+               for i, run in enumerate(expand(study))]
+    write_report(study, records, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert ("Selected by val_accuracy (99.42%): lr=0.1 (tied with lr=0.3: the first in the "
+            "file is taken)") in md
