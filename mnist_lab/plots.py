@@ -148,12 +148,13 @@ def _pareto(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
     ours = [(ok[0].params, v, [100 * r.metric("test_accuracy") for r in ok])
             for (b, v), runs in groups.items()
             if (ok := [r for r in runs if b in names and r.status == "complete" and r.params])]
-    for i, (params, v, acc) in enumerate(sorted(ours)):
+    for i, (params, v, acc) in enumerate(sorted(ours, key=lambda o: (o[0], np.mean(o[2])))):
         ax.errorbar(params, np.mean(acc), statistics.stdev(acc) if len(acc) > 1 else 0.0,
                     marker="o", capsize=3, color="C0")
-        ax.annotate(v, (params, np.mean(acc)), textcoords="offset points",  # alternate sides:
-                    xytext=(5, -10) if i % 2 else (-5, 6), ha="left" if i % 2 else "right",
-                    fontsize=7, color="C0")  # neighbours of one budget would overlap
+        # level with its point, on alternate sides: neighbours of one budget would overlap
+        ax.annotate(v, (params, np.mean(acc)), textcoords="offset points", va="center",
+                    xytext=(6, 0) if i % 2 else (-6, 0), ha="left" if i % 2 else "right",
+                    fontsize=7, color="C0")
     for i, a in enumerate(sorted(spec.get("anchors", []), key=lambda a: a["params"])):
         on_test = a.get("best_epoch_on_test", False)  # hollow: the source picked it on test
         ax.plot(a["params"], a["accuracy"], "^" if on_test else "x", color="C3",
