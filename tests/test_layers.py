@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_lab"
 FLOORS = [
     {"__init__", "errors", "config", "data", "idx_cache", "metrics", "envinfo", "snapshot",
      "augment", "presets", "packing", "user_models", "registry", "record_models", "models",
-     "model_check", "optim", "evaluate", "preprocess", "study",
+     "model_check", "optim", "evaluate", "preprocess", "request_body", "study",
      "robust", "robust.corruptions", "robust.calibration", "robust.attacks", "robust.saliency",
      "robust.corrupted_set", "robust.masking"},
     {"train", "train_pack"},
@@ -28,7 +28,7 @@ FLOORS = [
 ]
 FLOOR = {name: i for i, floor in enumerate(FLOORS) for name in floor}
 # Modules that use a stored model: predicting, serving or exporting must not pull in training.
-NO_TRAINER = ("record", "store", "inference", "serve", "export")
+NO_TRAINER = ("record", "store", "inference", "request_body", "serve", "export")
 
 
 def _name(path: Path) -> str:
