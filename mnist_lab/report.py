@@ -169,14 +169,20 @@ def _table(rep: Report, block: dict, variants: list[str], groups: dict,
     rep.table(header, rows)
 
 
-def _selected(block: dict, variants: list[str], groups: dict) -> tuple | None:
-    """(score, variant, its complete runs) of the variant best by the block's `select_by`."""
+def _scored(block: dict, variants: list[str], groups: dict) -> list[tuple]:
+    """(score, variant, its complete runs) of each variant by the block's `select_by`; the
+    score is rounded because means of counts tie exactly, but float sums may break the tie
+    in the last bit."""
     by = block["select_by"]
-    scored = [(statistics.mean(r.metric(by) for r in ok), v, ok) for v in variants
-              if (ok := complete(groups, block, v))]
-    # Means of counts tie exactly, but float sums may break the tie in the last bit: rounded,
-    # a tie goes to the variant first in the file, and _select names the others.
-    return max(scored, key=lambda t: round(t[0], 9)) if scored else None
+    return [(round(statistics.mean(r.metric(by) for r in ok), 9), v, ok) for v in variants
+            if (ok := complete(groups, block, v))]
+
+
+def _selected(block: dict, variants: list[str], groups: dict) -> tuple | None:
+    """(score, variant, its complete runs) of the variant best by the block's `select_by`;
+    a tie goes to the variant first in the file (and _select names the others)."""
+    scored = _scored(block, variants, groups)
+    return max(scored, key=lambda t: t[0]) if scored else None
 
 
 def _search_summary(rep: Report, study: Study, block: dict, order: dict, groups: dict) -> None:
@@ -219,8 +225,7 @@ def _select(rep: Report, block: dict, variants: list[str], groups: dict) -> None
                                            "test_accuracy", "the source's winner").verdict() + "."
         except UserError as e:
             verdict = f" {e}."
-    tied = [v for v in variants if v != variant and (ok_v := complete(groups, block, v))
-            and round(statistics.mean(r.metric(by) for r in ok_v), 9) == round(best, 9)]
+    tied = [v for score, v, _ in _scored(block, variants, groups) if score == best and v != variant]
     ties = f" (tied with {', '.join(tied)}: the first in the file is taken)" if tied else ""
     rep.text(f"Selected by {by} ({fmt(by, best)}): {variant}{ties}; its test accuracy: {test}."
              + (f" Source: {block['selected_reference']}." if "selected_reference" in block

@@ -1,9 +1,10 @@
 """`mnist-lab serve`: a page to draw a digit, a page of stored runs, and a JSON prediction API.
 
-Every image goes through the code `mnist-lab predict` uses (request_body, then
-inference.Classifier), so the page, the API and the CLI give a digit the same answer; each
-answer also says which pixels made it (robust.saliency, integrated gradients). Bad input
-is a 4xx with {"detail": "<one sentence>"}, never a 500 (request_body says how).
+Every image goes through the code `mnist-lab predict` uses (request_body reads it with
+preprocess, then inference.Classifier), so the page, the API and the CLI give a digit the
+same answer; each answer also says which pixels made it (robust.saliency, integrated
+gradients). Bad input is a 4xx with {"detail": "<one sentence>"}, never a 500 (request_body
+says how).
 """
 
 from __future__ import annotations
