@@ -155,12 +155,14 @@ def _pareto(rep: Report, spec: dict, block: dict, variants: list[str], groups: d
         ax.annotate(v, (params, np.mean(acc)), textcoords="offset points", va="center",
                     xytext=(6, 0) if i % 2 else (-6, 0), ha="left" if i % 2 else "right",
                     fontsize=7, color="C0")
-    for i, a in enumerate(sorted(spec.get("anchors", []), key=lambda a: a["params"])):
+    for a in spec.get("anchors", []):
         on_test = a.get("best_epoch_on_test", False)  # hollow: the source picked it on test
         ax.plot(a["params"], a["accuracy"], "^" if on_test else "x", color="C3",
                 mfc="none" if on_test else "C3")
+        # below and to the right: our labels sit level with our points, which often share
+        # an anchor's budget and accuracy
         ax.annotate(a["label"], (a["params"], a["accuracy"]), textcoords="offset points",
-                    xytext=(4, 6 if i % 2 else -11), fontsize=7, color="C3")  # alternate
+                    xytext=(4, -11), fontsize=7, color="C3")
     ax.plot([], [], "x", color="C3", label="published, final or stated epoch")
     ax.plot([], [], "^", color="C3", mfc="none", label="published, best epoch chosen on test")
     ax.legend(fontsize=7, loc="lower right")
