@@ -76,6 +76,9 @@ class TrainConfig:
     attack_steps: int = _f(7, "adversarial training: PGD steps per batch, each of "
                               "2.5*epsilon/steps (Madry et al.'s MNIST model: 40 steps of "
                               "0.01; 7 keeps a step ~8x, not ~40x, a clean one)", late=True)
+    # Evaluated (and checkpointed) is the average, not the last step's weights; see ema.py.
+    ema: float = _f(0.0, "evaluate an exponential moving average of the weights with this "
+                         "decay per step, e.g. 0.999 (0: off)", late=True)
     # A model file's absolute path and the sha256 of its bytes, filled in when a config naming
     # one is resolved (user_models.resolve_model), never a flag. The hash enters the key, the
     # path does not: editing the file is a new experiment, moving it is not.
@@ -108,6 +111,7 @@ class TrainConfig:
              f"adversarial must be one of {', '.join(ADVERSARIAL)}, got {self.adversarial!r}"),
             (0 <= self.epsilon <= 1, "epsilon is an L-infinity radius on [0, 1] pixels: it must "
                                      f"be in [0, 1], got {self.epsilon:g}"),
+            (0 <= self.ema < 1, f"ema is a decay per step in [0, 1), got {self.ema:g}"),
             (self.attack_steps >= 1, f"attack steps must be >= 1, got {self.attack_steps}"),
             (self.model_source == {} or set(self.model_source) == {"path", "sha256"},
              "model_source holds a model file's path and sha256, and nothing else"),

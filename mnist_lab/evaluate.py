@@ -6,6 +6,7 @@ same function, so the two always agree.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from torch import nn
 from .augment import prepare
 from .data import InputStats, Split
 from .errors import UserError
+from .metrics import Epoch
 
 # Evaluation batch: on CPU a large batch's activations spill out of the caches, and conv nets
 # evaluate 1.5-2.8x faster in batches of 64 than of 2,000 (bench/eval_batch.py); GPUs want large.
@@ -68,3 +70,28 @@ def evaluate(model: nn.Module, split: Split, stats: InputStats,
     pred = torch.cat(preds).numpy()
     return Evaluation(loss / len(split), float((pred == split.labels.numpy()).mean()), pred,
                       torch.cat(probs).numpy())
+
+
+def weight_norm(model: nn.Module) -> float:
+    """L2 norm of all parameters taken together."""
+    return float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in model.parameters())))
+
+
+def measure_epoch(model: nn.Module, val_split: Split | None, test_split: Split,
+                  stats: InputStats, device: torch.device, entry: Epoch,
+                  clock: dict) -> Evaluation:
+    """Evaluate a model after an epoch: fill in the entry's validation and test loss and
+    accuracy, the gap and the weight norm, add to the clock's eval time and images; return
+    the test evaluation."""
+    t = time.perf_counter()
+    if val_split is not None:
+        val = evaluate(model, val_split, stats, device)
+        entry.val_loss, entry.val_accuracy = val.loss, val.accuracy
+        clock["eval_n"] += len(val_split)
+    test = evaluate(model, test_split, stats, device)
+    entry.test_loss, entry.test_accuracy = test.loss, test.accuracy
+    clock["eval_n"] += len(test_split)
+    clock["eval_s"] += time.perf_counter() - t
+    entry.gap = entry.train_accuracy - entry.test_accuracy
+    entry.weight_norm = weight_norm(model)
+    return test

@@ -23,10 +23,11 @@ from tqdm import tqdm
 from . import PROCESS_START
 from .augment import Augment, pixels, prepare
 from .config import TrainConfig
-from .data import Dataset, InputStats, Split, balanced_subset, holdout, input_stats
+from .data import Dataset, Split, balanced_subset, holdout, input_stats
+from .ema import WeightAverage
 from .envinfo import environment
 from .errors import UserError
-from .evaluate import Evaluation, evaluate, resolve_device
+from .evaluate import Evaluation, measure_epoch, resolve_device
 from .metrics import Classification, Epoch, TestOutputs, Timing, classify
 from .models import Standardised, build_model, count_params, model_entry
 from .optim import learning_rate, make_optimizer
@@ -79,34 +80,9 @@ def _split(cfg: TrainConfig, data: Dataset) -> tuple[Split, Split | None, Split]
     return train, val, test
 
 
-def weight_norm(model: nn.Module) -> float:
-    """L2 norm of all parameters taken together."""
-    return float(torch.sqrt(sum((p.detach().float() ** 2).sum() for p in model.parameters())))
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def measure_epoch(model: nn.Module, val_split: Split | None, test_split: Split,
-                  stats: InputStats, device: torch.device, entry: Epoch,
-                  clock: dict) -> Evaluation:
-    """Evaluate a model after an epoch: fill in the entry's validation and test loss and
-    accuracy, the gap and the weight norm, add to the clock's eval time and images; return
-    the test evaluation."""
-    t = time.perf_counter()
-    if val_split is not None:
-        val = evaluate(model, val_split, stats, device)
-        entry.val_loss, entry.val_accuracy = val.loss, val.accuracy
-        clock["eval_n"] += len(val_split)
-    test = evaluate(model, test_split, stats, device)
-    entry.test_loss, entry.test_accuracy = test.loss, test.accuracy
-    clock["eval_n"] += len(test_split)
-    clock["eval_s"] += time.perf_counter() - t
-    entry.gap = entry.train_accuracy - entry.test_accuracy
-    entry.weight_norm = weight_norm(model)
-    return test
 
 
 class _Trainer:
@@ -123,6 +99,7 @@ class _Trainer:
         # 1.1x for the large ones (a wash for the compact CNN); see docs/PERFORMANCE.md.
         self.model = build_model(cfg).to(device, memory_format=torch.channels_last)
         self.opt = make_optimizer(cfg, self.model)
+        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema else None
         self.gen = torch.Generator().manual_seed(cfg.seed)
         # Attacks perturb pixels in [0, 1]: they see the model with its standardisation inside,
         # as robust_accuracy does at test time, so epsilon means the same in both.
@@ -155,6 +132,8 @@ class _Trainer:
             (loss + penalty).backward()
             if not optimizer_step(self.opt):
                 return math.nan, math.nan, lr
+            if self.ema:
+                self.ema.update()
             loss_sum += loss.detach() * len(idx)
             # under adversarial training: loss and accuracy on the attack examples, not clean
             correct += (out.argmax(1) == y).sum()
@@ -189,6 +168,7 @@ class _Trainer:
         return {"format": SNAPSHOT_FORMAT, "key": self.cfg.key(),
                 "model": self.model.state_dict(),
                 "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                "ema": self.ema.state_dict() if self.ema else None,
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
                 "step": self.step, "images_seen": self.images_seen,
@@ -198,6 +178,8 @@ class _Trainer:
         """Load a snapshot written by state(); return its history and clocks."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
@@ -205,9 +187,14 @@ class _Trainer:
         self.step, self.images_seen = state["step"], state["images_seen"]
         return [Epoch(**e) for e in state["history"]], state["clock"]
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is measured and kept: the weight average where there is one."""
+        return self.ema.model if self.ema else self.model
+
     def measure(self, entry: Epoch, clock: dict) -> Evaluation:
         """Evaluate after an epoch (see measure_epoch); return the test evaluation."""
-        return measure_epoch(self.model, self.val_split, self.test_split, self.stats,
+        return measure_epoch(self.evaluated, self.val_split, self.test_split, self.stats,
                              self.device, entry, clock)
 
     def run(self, progress: bool, snapshot: Path | None = None,
@@ -256,7 +243,7 @@ class _Trainer:
                         seconds_to_target=seconds_to_target,
                         resumed_at_epoch=resumed_at or None, peak_rss_mb=peak_rss_mb())
         labels = self.test_split.labels.numpy()
-        return Outcome(status, self.model, count_params(self.model), history,
+        return Outcome(status, self.evaluated, count_params(self.model), history,
                        classify(labels, test.predictions) if test else None,
                        stored_outputs(test.probabilities, labels) if test else None, timing,
                        environment(self.device, cfg.threads))

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import Dataset, input_stats
 from .envinfo import environment
 from .errors import UserError
-from .evaluate import Evaluation, resolve_device
+from .evaluate import Evaluation, measure_epoch, resolve_device
 from .metrics import Epoch, Timing, classify
 from .models import build_model, count_params, model_entry
 from .optim import learning_rate, make_optimizer
@@ -40,7 +40,6 @@ from .train import (
     Outcome,
     epoch_line,
     make_splits,
-    measure_epoch,
     optimizer_step,
     peak_rss_mb,
     stored_outputs,
@@ -62,8 +61,8 @@ def pack_problem(cfgs: list[TrainConfig]) -> str | None:
         return "the configs differ in more than the seed"
     if model_entry(base.model).kind != "torch":
         return "scikit-learn models train alone"
-    if base.adversarial != "none" or base.stop_at_accuracy:
-        return "adversarial training and --stop-at-accuracy runs train alone"
+    if base.adversarial != "none" or base.stop_at_accuracy or base.ema:
+        return "adversarial training, --stop-at-accuracy and --ema runs train alone"
     try:
         model = build_model(base)
         if resolve_device(base.device).type == "cpu" and _grouped(model):

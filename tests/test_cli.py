@@ -224,6 +224,7 @@ TRAIN = ("train", "--no-progress", "--epochs", "1", "--data-dir", "{data}", "--r
     pytest.param((*TRAIN, "--batch-size", "0"), "batch size must be >= 1", id="zero-batch"),
     pytest.param((*TRAIN, "--subset", "70000"), "subset size must be between", id="big-subset"),
     pytest.param((*TRAIN, "--lr", "abc"), "invalid float value: 'abc'", id="lr-not-a-number"),
+    pytest.param((*TRAIN, "--ema", "1"), "ema is a decay per step in [0, 1), got 1", id="ema-1"),
     *[pytest.param((*TRAIN, *flags), phrase, id=f"overflow-{'-'.join(flags)}")
       for flags, phrase in [
           (("--lr", "1e40"), "lr must be a finite number within float32's range"),

@@ -51,6 +51,7 @@ def test_runs_that_differ_beyond_the_seed_do_not_pack():
     assert "more than the seed" in pack_problem([base, dataclasses.replace(base, lr=0.2)])
     assert "alone" in pack_problem(_seeds(TrainConfig(model="logreg")))
     assert "alone" in pack_problem(_seeds(dataclasses.replace(base, adversarial="fgsm")))
+    assert "--ema runs train alone" in pack_problem(_seeds(dataclasses.replace(base, ema=0.9)))
     assert "two runs" in pack_problem([base])
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from mnist_lab import train as train_module
+from mnist_lab import evaluate as evaluate_module
 from mnist_lab.augment import Augment, prepare
 from mnist_lab.config import TrainConfig
 from mnist_lab.data import InputStats
@@ -64,15 +64,17 @@ class SimulatedKillError(Exception):
     """Stands in for a kill arriving in the middle of an epoch."""
 
 
-# Conv net with our SGD and augmentation; MLP with dropout (the global RNG) and torch's Adam.
-@pytest.mark.parametrize("model, optimizer, lr", [("compact_step3", "sgd", 0.05),
-                                                  ("fcnn", "adam", 0.001)])
+# Conv net with our SGD and augmentation; MLP with dropout (the global RNG) and torch's Adam;
+# the conv net again with a weight average, whose state the snapshot must carry too.
+@pytest.mark.parametrize("model, optimizer, lr, ema", [("compact_step3", "sgd", 0.05, 0.0),
+                                                       ("fcnn", "adam", 0.001, 0.0),
+                                                       ("compact_step3", "sgd", 0.05, 0.99)])
 def test_a_killed_run_resumes_from_its_snapshot_with_the_same_numbers(
-        mnist, tmp_path, monkeypatch, model, optimizer, lr):
+        mnist, tmp_path, monkeypatch, model, optimizer, lr, ema):
     cfg = TrainConfig(model=model, optimizer=optimizer, lr=lr, rotate=10, translate=0.1,
-                      **dict(TINY, epochs=3))
+                      ema=ema, **dict(TINY, epochs=3))
     whole = train(cfg, mnist)
-    snapshot, real_evaluate, calls = tmp_path / "partial" / "run.pt", train_module.evaluate, []
+    snapshot, real_evaluate, calls = tmp_path / "partial" / "run.pt", evaluate_module.evaluate, []
 
     def evaluate_then_die(*args):
         calls.append(1)
@@ -80,10 +82,10 @@ def test_a_killed_run_resumes_from_its_snapshot_with_the_same_numbers(
             raise SimulatedKillError
         return real_evaluate(*args)
 
-    monkeypatch.setattr(train_module, "evaluate", evaluate_then_die)
+    monkeypatch.setattr(evaluate_module, "evaluate", evaluate_then_die)
     with pytest.raises(SimulatedKillError):
         train(cfg, mnist, snapshot=snapshot)
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    monkeypatch.setattr(evaluate_module, "evaluate", real_evaluate)
     resumed = train(cfg, mnist, snapshot=snapshot)
     assert resumed.timing.resumed_at_epoch == 2 and whole.timing.resumed_at_epoch is None
     assert history_without_timing(resumed) == history_without_timing(whole)
