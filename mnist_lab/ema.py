@@ -1,8 +1,9 @@
 """An exponential moving average of a model's weights, evaluated in its place (TrainConfig.ema).
 
 While the learning rate is high, the last step's weights bounce around the valley they train
-in; an average over the last ~1 / (1 - decay) steps sits nearer its floor, so it can score the
-accuracy of a later epoch earlier (the speed issue's lever) or a little more at the end. Batch
+in; an average over the last ~1 / (1 - decay) steps sits nearer its floor, so it scores the
+accuracy of a later epoch earlier. At the end of a one-cycle schedule, whose annealing already
+averages the last steps, it measured level with the last weights (docs/PERFORMANCE.md). Batch
 norm's running statistics are averaged with the weights, as timm's ModelEmaV2 does, so the
 averaged net normalises with statistics of roughly its own weights.
 """
@@ -34,7 +35,7 @@ class WeightAverage:
         self.updates += 1
         # Early on the average would be mostly the random initialisation (0.999 ** 469 = 0.63
         # after a whole epoch of MNIST at batch 128), so the decay warms up as in TensorFlow's
-        # ExponentialMovingAverage(num_updates): 0.1, 0.18, ... until it reaches `decay`.
+        # ExponentialMovingAverage(num_updates): 0.18, 0.25, 0.31, ... until it reaches `decay`.
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         averaged, source = zip(*self._averaged, strict=True)
         torch._foreach_lerp_(list(averaged), list(source), 1.0 - decay)

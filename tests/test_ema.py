@@ -23,7 +23,7 @@ def test_the_average_warms_up_then_decays_at_its_rate():
     avg.update()  # d = 3/12
     assert avg.model[0].weight.item() == pytest.approx(9 / 11 + 0.75 * 2 / 11)
     for _ in range(20):
-        avg.update()  # d = 0.5 from the 9th update on
+        avg.update()  # d = 0.5 from the 8th update on
     assert avg.model[0].weight.item() == pytest.approx(1.0, abs=1e-6)
     net[1].num_batches_tracked += 7  # integer buffers are copied, not averaged
     avg.update()
