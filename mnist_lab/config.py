@@ -18,6 +18,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULERS = ("none", "step", "onecycle", "cosine")
 ADVERSARIAL = ("none", "fgsm", "pgd")  # "none" and the attacks of robust/attacks.py
 FLOAT32_MAX = 3.4028234663852886e38  # torch trains in float32: a larger number cannot be used
+# What a field of each annotated type accepts (an int is a float too), and its name in an error.
+FIELD_TYPES = {"int": (int, "an integer"), "float": ((int, float), "a number"),
+               "str": (str, "a string"), "bool": (bool, "true or false"), "dict": (dict, "a table")}
 
 
 def _f(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
@@ -136,11 +139,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys with a UserError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        """Build from a dict, rejecting unknown keys and values of the wrong type (a study
+        file's `lr = "fast"`) with a UserError."""
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(types))
         if unknown:
             raise UserError(f"unknown config key(s): {', '.join(unknown)}")
+        for name, value in d.items():
+            want, words = FIELD_TYPES[types[name]]
+            # bool is an int to Python, never to a config: `epochs = true` is a slip
+            if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
+                raise UserError(f"config key {name!r} must be {words}, got "
+                                f"{type(value).__name__} {value!r}")
         return cls(**d)
 
     def key(self) -> str:

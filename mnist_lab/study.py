@@ -116,6 +116,7 @@ def load_study(path: str | Path) -> Study:
         for run in expand(study):
             run.config.validate()
             model_builder(run.config)  # unknown model, or a model file that fails to load
+        _check_search_ends(study)
         _check_metrics(study)
         _check_baselines(study)
         _check_targets(study)
@@ -227,6 +228,22 @@ def _check_search(where: str, block: dict, base: dict) -> None:
         if not ok:
             raise UserError(f"{where}search space {name!r}: give {{ choices = [...] }} or "
                             "{ low = L, high = H } (with log = true or step = S) for a number")
+
+
+def _check_search_ends(study: Study) -> None:
+    """Each search block's configs at the two ends of its space, checked as a grid's runs are:
+    its trials are decided as the search goes, so these stand for them before anything trains."""
+    for block in (b for b in study.blocks if "search" in b):
+        for end in (0, -1):
+            point = {name: dim["choices"][end] if "choices" in dim else dim[("low", "high")[end]]
+                     for name, dim in block["search"]["space"].items()}
+            values = {**study.base, **block.get("base", {}), **point,
+                      "seed": block.get("seeds", study.seeds)[0]}
+            try:
+                cfg = resolve_model(TrainConfig.from_dict(values), study.folder()).validate()
+                model_builder(cfg)
+            except UserError as e:
+                raise UserError(f"block {block['name']!r}: {e}") from None
 
 
 def _check_baselines(study: Study) -> None:

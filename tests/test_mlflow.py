@@ -258,15 +258,17 @@ def test_train_logs_live(server, cli, client_class, tmp_path):
 def test_study_run_logs_each_run_live(cli, client_class, tmp_path):
     (tmp_path / "live.toml").write_text(
         'name = "live"\nseeds = [0]\n[base]\nmodel = "softmax"\nepochs = 1\nsubset = 500\n'
-        'test_subset = 500\nrotate = 0.0\ntranslate = 0.0\n[[blocks]]\nname = "lr"\n'
-        'grid = { lr = [0.01, 0.1] }\n')
+        'test_subset = 500\nval_size = 500\nrotate = 0.0\ntranslate = 0.0\n[[blocks]]\n'
+        'name = "lr"\ngrid = { lr = [0.01, 0.1] }\n[[blocks]]\nname = "search"\n'
+        '[blocks.search]\nn_trials = 2\npruner = "none"\n'
+        'space = { lr = { low = 0.01, high = 0.5, log = true } }\n')
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     code, _, err = cli("study", "run", "live.toml", "--no-progress", "--runs-dir",
                        tmp_path / "runs", "--mlflow", uri)
     assert code == 0, err
     stored = Store(tmp_path / "runs").runs(study="live")
     logged = _exported(client_class(tracking_uri=uri), "live")
-    assert len(stored) == 2 and set(logged) == {r.id for r in stored}
+    assert len(stored) == 4 and set(logged) == {r.id for r in stored}  # the trials too
 
 
 @needs_mlflow

@@ -98,6 +98,19 @@ def test_a_search_prunes_stores_its_trials_and_reruns_the_best(tmp_path, data_ro
     assert html.exists()
 
 
+def test_halving_prunes_and_an_int_range_draws_whole_steps(tmp_path, data_root):
+    study = _study(tmp_path, n_trials=6, **{
+        'pruner = "median"': 'pruner = "halving"',
+        "batch_size = { choices = [32, 128] }": "batch_size = { low = 32, high = 128, step = 32 }"})
+    store = Store(tmp_path / "runs")
+    counts = run_study(study, store, RunContext(data_dir=str(data_root)))
+    trials = _trials(store)
+    assert len(trials) == 6 and counts.get("pruned", 0) >= 1, counts
+    assert all(len(r.history) < 3 for r in trials if r.status == "pruned")
+    assert {type(r.config.batch_size) for r in trials} == {int}
+    assert {r.config.batch_size for r in trials} <= {32, 64, 96, 128}
+
+
 def test_a_resumed_search_asks_what_an_uninterrupted_one_would(tmp_path, data_root):
     ctx = RunContext(data_dir=str(data_root))
     whole, parts = Store(tmp_path / "whole"), Store(tmp_path / "parts")
@@ -118,6 +131,13 @@ def test_a_resumed_search_asks_what_an_uninterrupted_one_would(tmp_path, data_ro
     ({"against": "againts"}, "unknown key 'againts'"),
     ({"val_size = 1000": "val_size = 0"}, "give its runs a validation hold-out"),
     ({'against = "grid"': 'against = "search"'}, "name a block with select_by (grid)"),
+    # the trials' configs are checked when the file is read, before the grid trains
+    ({'name = "search"\n': 'name = "search"\nbase = { model = "nope" }\n'},
+     "block 'search': unknown model 'nope'"),
+    ({'name = "search"\n': 'name = "search"\nbase = { lrr = 1.0 }\n'},
+     "block 'search': unknown config key(s): lrr"),
+    ({"choices = [32, 128]": "low = 16, high = 64.5"},
+     "block 'search': config key 'batch_size' must be an integer, got float 64.5"),
 ])
 def test_a_bad_search_block_is_refused(tmp_path, replace, phrase):
     with pytest.raises(UserError, match=re.escape(phrase)):

@@ -322,6 +322,10 @@ GOOD_BLOCK = '[[blocks]]\nname = "b"\n'
     ('name = "s"\n[[blocks]]\nname = "b"\nbaseline = 3\n', "'baseline' must be a str, got int"),
     ('name = "s"\n[base]\nmodle = "mlp"\n' + GOOD_BLOCK, "unknown config key(s): modle"),
     ('name = "s"\n[base]\nmodel = "resnet9000"\n' + GOOD_BLOCK, "unknown model 'resnet9000'"),
+    ('name = "s"\n[base]\nlr = "fast"\n' + GOOD_BLOCK,
+     "config key 'lr' must be a number, got str 'fast'"),
+    ('name = "s"\n[[blocks]]\nname = "b"\nvariants = [{ name = "v", epochs = true }]\n',
+     "config key 'epochs' must be an integer, got bool True"),
     ('name = "s"\n[[blocks]]\nname = "b"\ngrid = { lr = [] }\n',
      "block 'b': grid key 'lr' needs a non-empty list"),
     ('name = "s"\n[[blocks]]\nname = "b"\n[[blocks.variants]]\nname = "v"\n'
