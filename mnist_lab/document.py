@@ -33,7 +33,7 @@ def mean_std(name: str, xs: list[float | None]) -> str:
 
 
 class Report:
-    """Elements (headings, text, tables, images) rendered to Markdown and HTML alike."""
+    """Elements (headings, text, lists, tables, images) rendered to Markdown and HTML alike."""
 
     def __init__(self, out_dir: Path):
         self.out_dir, self.parts, self.n_images = out_dir, [], 0
@@ -43,6 +43,9 @@ class Report:
 
     def text(self, text: str) -> None:
         self.parts.append(("p", text))
+
+    def bullets(self, items: list[str]) -> None:
+        self.parts.append(("ul", items))
 
     def table(self, header: list[str], rows: list[list[str]]) -> None:
         self.parts.append(("table", header, rows))
@@ -61,6 +64,8 @@ class Report:
                 out.append("#" * rest[0] + " " + rest[1])
             elif kind == "p":
                 out.append(rest[0])
+            elif kind == "ul":
+                out += [f"- {item}" for item in rest[0]]
             elif kind == "table":
                 header, rows = rest
                 out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -77,6 +82,9 @@ class Report:
                 body.append(f"<h{rest[0]}>{html.escape(rest[1])}</h{rest[0]}>")
             elif kind == "p":
                 body.append(f"<p>{html.escape(rest[0])}</p>")
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in rest[0])
+                            + "</ul>")
             elif kind == "table":
                 header, rows = rest
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in header)

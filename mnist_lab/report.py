@@ -125,7 +125,8 @@ def _verdicts(rep: Report, block: dict, variants: list[str], groups: dict,
     lines += [] if quick else [c if isinstance(c, str) else c.verdict()
                                for c in _against_source(block, variants, groups)]
     if lines:
-        rep.text("Verdicts (95%, Holm-corrected within the block): " + "; ".join(lines) + ".")
+        rep.text("Verdicts (95%, Holm-corrected within the block):")
+        rep.bullets([line + "." for line in lines])
     elif "baseline" in block:
         rep.text(f"No test against {block['baseline']}: it needs 2 complete runs a side.")
 
