@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
     _add_run_commands(sub)
+    _add_catalogue_commands(sub)
     _add_sharing_commands(sub)
     _add_study_command(sub)
     _add_compare_command(sub)
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_commands(sub: argparse._SubParsersAction) -> None:
-    """train, evaluate, predict, models, runs."""
+    """train, evaluate, predict."""
     p = sub.add_parser("train", help="train one model and store the run",
                        description="Train one model on real data; store the run record and "
                        "checkpoint. Defaults: the compact CNN recipe (< 8k params, ~99.4% "
@@ -112,6 +113,9 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
                    "(default: the best stored run)")
     _common(p, data=False)
 
+
+def _add_catalogue_commands(sub: argparse._SubParsersAction) -> None:
+    """models, runs: what is registered and what is stored."""
     p = sub.add_parser("models", help="list the model zoo, or check a model of your own",
                        description="List the model zoo and installed packages' models with "
                        "parameter counts; `models check MODEL` runs the checks every model "

@@ -255,9 +255,35 @@ def _ensembles(rep: Report, block: dict, ensembles: dict) -> None:
              and e.vs_best is not None]
     if tests:
         rep.text("Averaged probabilities against the best run alone (95%, Holm-corrected "
-                 "within the block): " + "; ".join(c.verdict() for c in holm(tests)) + ".")
+                 "within the block):")
+        rep.bullets([c.verdict() + "." for c in holm(tests)])
     if why:
         rep.text("Not formed: " + "; ".join(why) + ".")
+
+
+def _block(rep: Report, study: Study, block: dict, order: dict, groups: dict,
+           expected: Counter, quick: bool, ensembles: dict) -> None:
+    """One block's section: its table, verdicts, selection, search summary and plots."""
+    variants = order[block["name"]]
+    rep.heading(block.get("title", block["name"]))
+    if block.get("notes"):
+        rep.text(block["notes"].strip())
+    if "ensembles" in block:
+        _ensembles(rep, block, ensembles)
+        return
+    _table(rep, block, variants, groups, expected, quick)
+    _verdicts(rep, block, variants, groups, quick)
+    if "select_by" in block:
+        _select(rep, block, variants, groups)
+    if "search" in block:
+        _search_summary(rep, study, block, order, groups)
+    searched = [{"kind": "search_history"}, {"kind": "importances"}] if "search" in block \
+        else []
+    for spec in block.get("plots", []) + searched:
+        if spec.get("kind") not in PLOTS:
+            raise UserError(f"block {block['name']!r}: unknown plot kind "
+                            f"{spec.get('kind')!r}; choose from {', '.join(PLOTS)}")
+        PLOTS[spec["kind"]](rep, spec, block, variants, groups)
 
 
 def write_report(study: Study, records: list[RunRecord], out_dir: Path,
@@ -282,26 +308,7 @@ def write_report(study: Study, records: list[RunRecord], out_dir: Path,
     if study.notes:
         rep.text(study.notes.strip())
     for block in study.blocks:
-        variants = order[block["name"]]
-        rep.heading(block.get("title", block["name"]))
-        if block.get("notes"):
-            rep.text(block["notes"].strip())
-        if "ensembles" in block:
-            _ensembles(rep, block, ensembles or {})
-            continue
-        _table(rep, block, variants, groups, expected, quick)
-        _verdicts(rep, block, variants, groups, quick)
-        if "select_by" in block:
-            _select(rep, block, variants, groups)
-        if "search" in block:
-            _search_summary(rep, study, block, order, groups)
-        searched = [{"kind": "search_history"}, {"kind": "importances"}] if "search" in block \
-            else []
-        for spec in block.get("plots", []) + searched:
-            if spec.get("kind") not in PLOTS:
-                raise UserError(f"block {block['name']!r}: unknown plot kind "
-                                f"{spec.get('kind')!r}; choose from {', '.join(PLOTS)}")
-            PLOTS[spec["kind"]](rep, spec, block, variants, groups)
+        _block(rep, study, block, order, groups, expected, quick, ensembles or {})
     (out_dir / "report.md").write_text(rep.markdown())
     (out_dir / "report.html").write_text(rep.html(study.title))
     return out_dir / "report.html"

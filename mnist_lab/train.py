@@ -236,17 +236,22 @@ class _Trainer:
                 status = "paused"  # a search trial's rung: the driver decides whether to go on
                 break
         bar.close()
-        train_s, eval_s = clock["train_s"], clock["eval_s"]
-        timing = Timing(wall_seconds=time.perf_counter() - started,
-                        train_images_per_s=self.images_seen / train_s if train_s else None,
-                        infer_images_per_s=clock["eval_n"] / eval_s if eval_s else None,
-                        seconds_to_target=seconds_to_target,
-                        resumed_at_epoch=resumed_at or None, peak_rss_mb=peak_rss_mb())
+        timing = self.timing(clock, time.perf_counter() - started, seconds_to_target, resumed_at)
         labels = self.test_split.labels.numpy()
         return Outcome(status, self.evaluated, count_params(self.model), history,
                        classify(labels, test.predictions) if test else None,
                        stored_outputs(test.probabilities, labels) if test else None, timing,
                        environment(self.device, cfg.threads))
+
+    def timing(self, clock: dict, wall: float, seconds_to_target: float | None,
+               resumed_at: int) -> Timing:
+        """The run's clocks as stored: wall time, throughputs, when it reached its target."""
+        train_s, eval_s = clock["train_s"], clock["eval_s"]
+        return Timing(wall_seconds=wall,
+                      train_images_per_s=self.images_seen / train_s if train_s else None,
+                      infer_images_per_s=clock["eval_n"] / eval_s if eval_s else None,
+                      seconds_to_target=seconds_to_target,
+                      resumed_at_epoch=resumed_at or None, peak_rss_mb=peak_rss_mb())
 
 
 def stored_outputs(probabilities: np.ndarray, labels: np.ndarray) -> TestOutputs:

@@ -179,13 +179,7 @@ class _Pack:
         """Train every member for cfg.epochs (or until it diverges); with snapshot paths,
         resume from the members' snapshots and write theirs after every epoch but the last."""
         cfg, k = self.cfgs[0], self.k
-        states = ([load_snapshot(p, c.key(), SNAPSHOT_FORMAT)
-                   for p, c in zip(snapshots, self.cfgs, strict=True)] if snapshots else [])
-        if any(states) and not all(states):
-            raise PackError("some members have a snapshot and some not")
-        histories, clock = (self.restore(states) if any(states) else
-                            ([[] for _ in range(k)],
-                             {"wall_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "eval_n": 0}))
+        histories, clock = self._resume(snapshots)
         resumed_at, started = len(histories[0]), time.perf_counter() - clock["wall_s"]
         alive, tests = [True] * k, [None] * k
         bar = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.step,
@@ -217,6 +211,17 @@ class _Pack:
                         resumed_at_epoch=resumed_at or None, peak_rss_mb=peak_rss_mb(),
                         packed=k)
         return [self._outcome(m, alive[m], histories[m], tests[m], timing) for m in range(k)]
+
+    def _resume(self, snapshots: list[Path] | None) -> tuple[list[list[Epoch]], dict]:
+        """The members' histories and clocks from their snapshots, or a fresh start."""
+        states = ([load_snapshot(p, c.key(), SNAPSHOT_FORMAT)
+                   for p, c in zip(snapshots, self.cfgs, strict=True)] if snapshots else [])
+        if any(states) and not all(states):
+            raise PackError("some members have a snapshot and some not")
+        if any(states):
+            return self.restore(states)
+        return [[] for _ in range(self.k)], {"wall_s": 0.0, "train_s": 0.0, "eval_s": 0.0,
+                                             "eval_n": 0}
 
     def _outcome(self, m: int, alive: bool, history: list[Epoch], test, timing: Timing) -> Outcome:
         model, labels = self.member(m), self.splits[m][2].labels.numpy()
