@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import __version__
-from .config import TrainConfig
+from .config import TTA_VIEWS, TrainConfig
 from .errors import UserError
 from .presets import PRESETS, describe, list_presets
 
@@ -101,6 +101,10 @@ def _add_run_commands(sub: argparse._SubParsersAction) -> None:
                        "beyond clean accuracy (stored with the run, measured once).")
     p.add_argument("source", metavar="RUN_ID_OR_CHECKPOINT",
                    help="run id (or unique prefix), or a .safetensors checkpoint")
+    p.add_argument("--tta", choices=TTA_VIEWS, default="none", help="test-time augmentation: "
+                   "average the softmax over the image and fixed copies: rot5 (rotations by "
+                   "±5°, 3 views), shift1 (one-pixel shifts, 5 views), rot5+shift1 (7 views); "
+                   "each view costs a forward pass (default: none)")
     _add_suite_flags(p)
     _common(p)
 
@@ -266,6 +270,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "study":
         from .study_commands import cmd_study
         return cmd_study(args)
+    if args.command == "evaluate" and args.suite and args.tta != "none":
+        raise UserError("--tta applies to the test-set evaluation, not to --suite")
     if args.command == "evaluate" and args.suite:
         from .suite_command import cmd_evaluate_suites
         return cmd_evaluate_suites(args)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 
 import numpy as np
 import torch
@@ -88,18 +89,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(checkpoint)
     data = load(cfg.dataset, args.data_dir)
     device = resolve_device("auto")
+    started = time.perf_counter()
     result = evaluate(model.to(device), data.test, input_stats(cfg.dataset, cfg.normalize),
-                      device)
+                      device, args.tta)
+    seconds = time.perf_counter() - started
     metrics = classify(data.test.labels.numpy(), result.predictions)
     if args.json:
         write_json({"source": name, "checkpoint": checkpoint, "model": cfg.model,
-                    "dataset": cfg.dataset, "test_loss": result.loss,
+                    "dataset": cfg.dataset, "tta": args.tta, "test_loss": result.loss,
                     "test_accuracy": result.accuracy, "params": count_params(model),
-                    **metrics.to_dict()})
+                    "seconds": seconds, **metrics.to_dict()})
         return 0
-    print(f"{name}: {cfg.model} on {cfg.dataset} test: accuracy "
+    views = "" if args.tta == "none" else f" (TTA {args.tta})"
+    print(f"{name}: {cfg.model} on {cfg.dataset} test{views}: accuracy "
           f"{_show('test_accuracy', result.accuracy)}, loss {result.loss:.4f}, "
-          f"macro F1 {metrics.macro_f1:.4f}")
+          f"macro F1 {metrics.macro_f1:.4f}, {seconds:.1f} s")
     pairs = ", ".join(f"{c.true}→{c.pred} ({c.count})" for c in metrics.most_confused)
     print(f"most confused (true→predicted): {pairs}")
     return 0

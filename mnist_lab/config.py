@@ -16,6 +16,7 @@ from .errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULERS = ("none", "step", "onecycle", "cosine")
+TTA_VIEWS = ("none", "rot5", "shift1", "rot5+shift1")  # the view sets of tta.py, by name
 ADVERSARIAL = ("none", "fgsm", "pgd")  # "none" and the attacks of robust/attacks.py
 FLOAT32_MAX = 3.4028234663852886e38  # torch trains in float32: a larger number cannot be used
 # What a field of each annotated type accepts (an int is a float too), and its name in an error.

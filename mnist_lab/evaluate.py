@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import prepare
+from .augment import pixels, prepare
 from .data import InputStats, Split
 from .errors import UserError
 from .metrics import Epoch
+from .tta import views
 
 # Evaluation batch: on CPU a large batch's activations spill out of the caches, and conv nets
 # evaluate 1.5-2.8x faster in batches of 64 than of 2,000 (bench/eval_batch.py); GPUs want large.
@@ -55,21 +56,31 @@ class Evaluation:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, stats: InputStats,
-             device: torch.device) -> Evaluation:
-    """Loss, accuracy and predictions of the model on a split, in eval mode."""
+             device: torch.device, tta: str = "none") -> Evaluation:
+    """Loss, accuracy and predictions of the model on a split, in eval mode; with a `tta`
+    view set (tta.py), of its softmax averaged over the image and the set's copies."""
     model.eval().to(memory_format=torch.channels_last)
     loss, preds, probs = 0.0, [], []
     batch = EVAL_BATCH_CPU if device.type == "cpu" else EVAL_BATCH_GPU
     for i in range(0, len(split), batch):
-        x = prepare(split.images[i:i + batch].to(device), stats)
-        out = model(x).float()
+        log_p = _log_probabilities(model, split.images[i:i + batch].to(device), stats, tta)
         y = split.labels[i:i + batch].to(device)
-        loss += F.cross_entropy(out, y, reduction="sum").item()
-        preds.append(out.argmax(1).cpu())
-        probs.append(torch.softmax(out, 1).cpu())
+        loss += F.nll_loss(log_p, y, reduction="sum").item()
+        preds.append(log_p.argmax(1).cpu())
+        probs.append(log_p.exp().cpu())
     pred = torch.cat(preds).numpy()
     return Evaluation(loss / len(split), float((pred == split.labels.numpy()).mean()), pred,
                       torch.cat(probs).numpy())
+
+
+def _log_probabilities(model: nn.Module, images: torch.Tensor, stats: InputStats,
+                       tta: str) -> torch.Tensor:
+    """Log of the class probabilities of a uint8 batch, averaged over the views if any."""
+    if tta == "none":
+        return F.log_softmax(model(prepare(images, stats)).float(), 1)
+    p = torch.stack([torch.softmax(model(stats.standardise(v).contiguous(
+        memory_format=torch.channels_last)).float(), 1) for v in views(pixels(images), tta)])
+    return p.mean(0).log()
 
 
 def weight_norm(model: nn.Module) -> float:

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_lab"
 FLOORS = [
     {"__init__", "errors", "config", "data", "idx_cache", "metrics", "envinfo", "snapshot",
      "augment", "presets", "packing", "user_models", "registry", "record_models", "models",
-     "model_check", "optim", "ema", "evaluate", "preprocess", "request_body", "study",
+     "model_check", "optim", "ema", "tta", "evaluate", "preprocess", "request_body", "study",
      "robust", "robust.drawing", "robust.corruptions", "robust.calibration", "robust.attacks",
      "robust.saliency", "robust.corrupted_set", "robust.masking"},
     {"train", "train_pack"},
