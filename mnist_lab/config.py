@@ -83,6 +83,11 @@ class TrainConfig:
     # Evaluated (and checkpointed) is the average, not the last step's weights; see ema.py.
     ema: float = _f(0.0, "evaluate an exponential moving average of the weights with this "
                          "decay per step, e.g. 0.999 (0: off)", late=True)
+    # Only the last evaluation by default: k views cost k forward passes, and the curves of the
+    # earlier epochs need no more than one. With stop_at_accuracy every epoch may be the last.
+    tta: str = _f("none", "test-time augmentation of the final evaluation (validation and "
+                          "test; every epoch's with stop_at_accuracy): the view set of tta.py "
+                          "whose softmax is averaged", choices=TTA_VIEWS, late=True)
     # A model file's absolute path and the sha256 of its bytes, filled in when a config naming
     # one is resolved (user_models.resolve_model), never a flag. The hash enters the key, the
     # path does not: editing the file is a new experiment, moving it is not.
@@ -116,6 +121,7 @@ class TrainConfig:
             (0 <= self.epsilon <= 1, "epsilon is an L-infinity radius on [0, 1] pixels: it must "
                                      f"be in [0, 1], got {self.epsilon:g}"),
             (0 <= self.ema < 1, f"ema is a decay per step in [0, 1), got {self.ema:g}"),
+            (self.tta in TTA_VIEWS, f"tta must be one of {', '.join(TTA_VIEWS)}, got {self.tta!r}"),
             (self.attack_steps >= 1, f"attack steps must be >= 1, got {self.attack_steps}"),
             (self.model_source == {} or set(self.model_source) == {"path", "sha256"},
              "model_source holds a model file's path and sha256, and nothing else"),
@@ -124,6 +130,12 @@ class TrainConfig:
             if not ok:
                 raise UserError(message)
         return self
+
+    def views_at(self, epoch: int) -> str:
+        """The TTA view set of the evaluation after `epoch`: the run's last or, with a target
+        to stop at, every one (each may be the last)."""
+        last = epoch == self.epochs or self.stop_at_accuracy > 0
+        return self.tta if last else "none"
 
     def _float_checks(self) -> list[tuple[bool, str]]:
         """Every float field finite and within float32's range (torch's optimisers fail on

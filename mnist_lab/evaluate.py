@@ -90,16 +90,16 @@ def weight_norm(model: nn.Module) -> float:
 
 def measure_epoch(model: nn.Module, val_split: Split | None, test_split: Split,
                   stats: InputStats, device: torch.device, entry: Epoch,
-                  clock: dict) -> Evaluation:
-    """Evaluate a model after an epoch: fill in the entry's validation and test loss and
-    accuracy, the gap and the weight norm, add to the clock's eval time and images; return
-    the test evaluation."""
+                  clock: dict, tta: str = "none") -> Evaluation:
+    """Evaluate a model after an epoch (with the `tta` view set): fill in the entry's
+    validation and test loss and accuracy, the gap and the weight norm, add to the clock's eval
+    time and images; return the test evaluation."""
     t = time.perf_counter()
     if val_split is not None:
-        val = evaluate(model, val_split, stats, device)
+        val = evaluate(model, val_split, stats, device, tta)
         entry.val_loss, entry.val_accuracy = val.loss, val.accuracy
         clock["eval_n"] += len(val_split)
-    test = evaluate(model, test_split, stats, device)
+    test = evaluate(model, test_split, stats, device, tta)
     entry.test_loss, entry.test_accuracy = test.loss, test.accuracy
     clock["eval_n"] += len(test_split)
     clock["eval_s"] += time.perf_counter() - t

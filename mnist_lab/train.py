@@ -195,7 +195,7 @@ class _Trainer:
     def measure(self, entry: Epoch, clock: dict) -> Evaluation:
         """Evaluate after an epoch (see measure_epoch); return the test evaluation."""
         return measure_epoch(self.evaluated, self.val_split, self.test_split, self.stats,
-                             self.device, entry, clock)
+                             self.device, entry, clock, self.cfg.views_at(entry.epoch))
 
     def run(self, progress: bool, snapshot: Path | None = None,
             pause_after: int | None = None) -> Outcome:
@@ -324,9 +324,11 @@ def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if model_entry(cfg.model).kind == "classical":
-        if cfg.adversarial != "none":
-            raise UserError(f"adversarial training needs a torch model; {cfg.model!r} is a "
-                            "scikit-learn one")
+        for setting, needs in (("adversarial", "adversarial training"),
+                               ("tta", "test-time augmentation")):
+            if getattr(cfg, setting) != "none":
+                raise UserError(f"{needs} needs a torch model; {cfg.model!r} is a "
+                                "scikit-learn one")
         return _fit_classical(cfg, data)
     device = resolve_device(cfg.device)
     if device.type == "cuda":

@@ -148,7 +148,7 @@ class _Pack:
         """Evaluate member m as train.py evaluates a run; return its test evaluation."""
         _, val_split, test_split = self.splits[m]
         return measure_epoch(self.member(m), val_split, test_split, self.stats, self.device,
-                             entry, clock)
+                             entry, clock, self.cfgs[m].views_at(entry.epoch))
 
     def state(self, m: int, history: list[Epoch], clock: dict) -> dict:
         """Member m's snapshot, exactly what the run trained alone would write."""

@@ -1,14 +1,17 @@
 """Test-time augmentation: the views are what they say, and the evaluation averages them."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from mnist_lab.config import TTA_VIEWS
+from mnist_lab.config import TTA_VIEWS, TrainConfig
 from mnist_lab.data import Split, input_stats
+from mnist_lab.errors import UserError
 from mnist_lab.evaluate import evaluate
 from mnist_lab.store import load_checkpoint
+from mnist_lab.train import make_splits, train
 from mnist_lab.tta import VIEW_SETS, views
 
 
@@ -95,3 +98,36 @@ def test_tta_bad_input(stored_runs, data_root, cli, assert_one_line_error, args,
                          "--data-dir", data_root)
     assert_one_line_error(code, err, phrase)
     assert out == ""
+
+
+def test_only_the_last_evaluation_has_views_unless_any_may_be_last():
+    cfg = TrainConfig(epochs=3, tta="rot5")
+    assert [cfg.views_at(e) for e in (1, 2, 3)] == ["none", "none", "rot5"]
+    cfg = TrainConfig(epochs=3, tta="rot5", stop_at_accuracy=0.99)
+    assert [cfg.views_at(e) for e in (1, 2, 3)] == ["rot5"] * 3
+
+
+def test_a_run_with_tta_is_scored_with_its_views(mnist):
+    """The run's figures and stored outputs are the TTA evaluation of its final model; the
+    epochs before it are measured as without TTA, so the two runs share them."""
+    small = dict(epochs=2, subset=1000, test_subset=500, rotate=0, translate=0, threads=1)
+    with_tta = train(TrainConfig(**small, tta="shift1"), mnist)
+    without = train(TrainConfig(**small), mnist)
+    first = [dataclasses.replace(o.history[0], seconds=None) for o in (with_tta, without)]
+    assert first[0] == first[1]
+    test = make_splits(TrainConfig(**small), mnist)[2]
+    want = evaluate(with_tta.model, test, input_stats("mnist"), torch.device("cpu"), "shift1")
+    assert with_tta.history[-1].test_accuracy == want.accuracy
+    torch.testing.assert_close(with_tta.test_outputs.probabilities.astype("float32"),
+                               want.probabilities, atol=1e-3, rtol=0)
+    assert TrainConfig(**small).key() != TrainConfig(**small, tta="shift1").key()
+    assert TrainConfig().key() == TrainConfig(tta="none").key()
+
+
+def test_tta_bad_settings(mnist, cli, assert_one_line_error):
+    with pytest.raises(UserError, match="test-time augmentation needs a torch model"):
+        train(TrainConfig(model="logreg", tta="rot5", subset=100), mnist)
+    with pytest.raises(UserError, match="tta must be one of none, rot5"):
+        TrainConfig(tta="flip").validate()
+    code, _, err = cli("train", "--tta", "flip")
+    assert_one_line_error(code, err, "invalid choice: 'flip'")
