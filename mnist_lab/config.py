@@ -83,11 +83,11 @@ class TrainConfig:
     # Evaluated (and checkpointed) is the average, not the last step's weights; see ema.py.
     ema: float = _f(0.0, "evaluate an exponential moving average of the weights with this "
                          "decay per step, e.g. 0.999 (0: off)", late=True)
-    # Only the last evaluation by default: k views cost k forward passes, and the curves of the
-    # earlier epochs need no more than one. With stop_at_accuracy every epoch may be the last.
-    tta: str = _f("none", "test-time augmentation of the final evaluation (validation and "
-                          "test; every epoch's with stop_at_accuracy): the view set of tta.py "
-                          "whose softmax is averaged", choices=TTA_VIEWS, late=True)
+    # The last epoch's evaluation only: k views cost k forward passes, and the curves (and a
+    # stop_at_accuracy check before the last epoch) need no more than one.
+    tta: str = _f("none", "test-time augmentation of the last epoch's evaluation (validation "
+                          "and test): the view set of tta.py whose softmax is averaged",
+                  choices=TTA_VIEWS, late=True)
     # A model file's absolute path and the sha256 of its bytes, filled in when a config naming
     # one is resolved (user_models.resolve_model), never a flag. The hash enters the key, the
     # path does not: editing the file is a new experiment, moving it is not.
@@ -132,10 +132,8 @@ class TrainConfig:
         return self
 
     def views_at(self, epoch: int) -> str:
-        """The TTA view set of the evaluation after `epoch`: the run's last or, with a target
-        to stop at, every one (each may be the last)."""
-        last = epoch == self.epochs or self.stop_at_accuracy > 0
-        return self.tta if last else "none"
+        """The TTA view set of the evaluation after `epoch`: `tta` for the last, else none."""
+        return self.tta if epoch == self.epochs else "none"
 
     def _float_checks(self) -> list[tuple[bool, str]]:
         """Every float field finite and within float32's range (torch's optimisers fail on
