@@ -3,6 +3,11 @@
     python bench/levers.py                      # all levers, compact_step3 and the big CNNs
     python bench/levers.py --models compact_step3 --seconds 2
 
+Every lever runs with the training path's allocator setting (mnist_lab/allocator.py: freed
+memory kept for reuse). That setting itself is not a row here: it is the whole process's, and
+glibc's own threshold moves with what the process freed before, so it was measured end to end
+against the commit before it (docs/PERFORMANCE.md, round four).
+
 Synthetic batches (throughput does not depend on pixel values); each measurement runs for
 --seconds after a warm-up. FLOP counts are from torch.utils.flop_counter, so the last column
 is the achieved fraction of the CPU's peak given by --peak-gflops.
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from mnist_lab.allocator import keep_freed_memory
 from mnist_lab.models import create_model
 
 
@@ -73,7 +79,11 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
     p.add_argument("--peak-gflops", type=float, default=0.0,
                    help="the cores' fp32 peak, e.g. 2 cores x 32 FLOP/cycle x GHz")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     args = p.parse_args()
+    keep_freed_memory()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     levers = [("baseline (NCHW, fp32)", {}, False, False, False),
               ("channels-last", {}, True, False, False),
               ("channels-last + bf16 autocast", {}, True, True, False)]

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import PROCESS_START
+from .allocator import keep_freed_memory
 from .augment import Augment, pixels, prepare
 from .config import TrainConfig
 from .data import Dataset, Split, balanced_subset, holdout, input_stats
@@ -318,9 +319,11 @@ def train(cfg: TrainConfig, data: Dataset, progress: bool = False,
     snapshot: a file to resume from and to keep the run's progress in after every epoch.
     pause_after: stop once this many epochs are done, status "paused" (a search trial's rung;
     with a snapshot, training the same config again goes on from there).
-    The thread count is set here and nowhere else: every command and worker trains through it.
+    The thread count and the allocator are set here and nowhere else: every command and
+    worker trains through it.
     """
     cfg.validate()
+    keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if model_entry(cfg.model).kind == "classical":

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .allocator import keep_freed_memory
 from .augment import Augment, prepare
 from .config import TrainConfig
 from .data import Dataset, input_stats
@@ -239,6 +240,7 @@ def train_pack(cfgs: list[TrainConfig], data: Dataset, progress: bool = False,
         cfg.validate()
     if (problem := pack_problem(cfgs)) is not None:
         raise PackError(problem)
+    keep_freed_memory()  # as train.py
     if cfgs[0].threads:
         torch.set_num_threads(cfgs[0].threads)
     device = resolve_device(cfgs[0].device)

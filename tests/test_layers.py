@@ -13,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_lab"
 
 # Floors, lowest first: a module may import its own floor and those below, never above.
 FLOORS = [
-    {"__init__", "errors", "config", "data", "idx_cache", "metrics", "envinfo", "snapshot",
-     "augment", "presets", "packing", "user_models", "registry", "record_models", "models",
-     "model_check", "optim", "ema", "tta", "evaluate", "preprocess", "request_body", "study",
-     "robust", "robust.drawing", "robust.corruptions", "robust.calibration", "robust.attacks",
-     "robust.saliency", "robust.corrupted_set", "robust.masking"},
+    {"__init__", "allocator", "errors", "config", "data", "idx_cache", "metrics", "envinfo",
+     "snapshot", "augment", "presets", "packing", "user_models", "registry", "record_models",
+     "models", "model_check", "optim", "ema", "tta", "evaluate", "preprocess", "request_body",
+     "study", "robust", "robust.drawing", "robust.corruptions", "robust.calibration",
+     "robust.attacks", "robust.saliency", "robust.corrupted_set", "robust.masking"},
     {"train", "train_pack"},
     {"record", "store"},
     {"worker", "pools", "search", "runner", "cluster", "inference", "compare", "document",
