@@ -19,10 +19,36 @@ from torch import nn
 from .registry import register_model
 
 
+class SharedSeparable(nn.Module):
+    """One padded separable 3x3 convolution applied `times` times with the same weights, each
+    application with its own batch norm and a residual connection before the ReLU.
+
+    Depth for free in parameters: the convolution's 9c + c^2 weights are counted once, only
+    the 2c of each batch norm again (ruslangrimov/mnist-minimal-model's 1,936-parameter net
+    shares one separable convolution three times, its BN-free normalisation aside).
+    """
+
+    def __init__(self, width: int, times: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False),
+                                  nn.Conv2d(width, width, 1, bias=False))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(times))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm in self.norms:
+            x = torch.relu(x + norm(self.conv(x)))
+        return x
+
+
 def _layer(word: str, width: int) -> tuple[list[nn.Module], int]:
-    """One word of a plan ("c8", "s16", "t4", "M") as layers, and the width after it."""
+    """One word of a plan ("c8", "s16", "t4", "M", "r16x3") as layers, and the width after."""
     if word == "M":
         return [nn.MaxPool2d(2)], width
+    if word[0] == "r":  # rNxK: a shared separable block at width N, applied K times
+        out, times = (int(n) for n in word[1:].split("x"))
+        if out != width:
+            raise ValueError(f"plan word {word!r}: a shared block keeps the width ({width})")
+        return [SharedSeparable(width, times)], width
     kind, out = word[0], int(word[1:])
     if kind == "s":  # depthwise 3x3, then a 1x1 mix: 9c + cd weights instead of 9cd
         convs = [nn.Conv2d(width, width, 3, groups=width, bias=False),
@@ -30,13 +56,15 @@ def _layer(word: str, width: int) -> tuple[list[nn.Module], int]:
     elif kind in "ct":  # a full 3x3 convolution, or a 1x1 transition
         convs = [nn.Conv2d(width, out, 3 if kind == "c" else 1, bias=False)]
     else:
-        raise ValueError(f"plan word {word!r}: use cN, sN, tN or M")
-    return [*convs, nn.BatchNorm2d(out), nn.ReLU()], out  # no conv biases: BN follows
+        raise ValueError(f"plan word {word!r}: use cN, sN, tN, rNxK or M")
+    # no conv biases: BN follows; ReLU in place, as the compact CNN's (models._block)
+    return [*convs, nn.BatchNorm2d(out), nn.ReLU(inplace=True)], out
 
 
 class PlanNet(nn.Module):
-    """Layers spelled as words: cN full 3x3 conv, sN separable 3x3, tN 1x1, M max-pool; then
-    global average pooling and a linear head. Every conv is unpadded, with BN and ReLU."""
+    """Layers spelled as words: cN full 3x3 conv, sN separable 3x3, tN 1x1, M max-pool, rNxK a
+    shared separable block applied K times; then global average pooling and a linear head.
+    Every conv but the shared block's is unpadded; each is followed by BN and ReLU."""
 
     def __init__(self, plan: str, num_classes: int = 10):
         super().__init__()
@@ -102,3 +130,15 @@ def conv_2k(num_classes: int = 10) -> nn.Module:
 def conv_1k(num_classes: int = 10) -> nn.Module:
     """c3 c5 M t3 c5 c5 c6: 931 parameters."""
     return PlanNet("c3 c5 M t3 c5 c5 c6", num_classes)
+
+
+@register_model(source="records study: <= 1,000 parameters, one separable block shared 3 times")
+def shared_1k(num_classes: int = 10) -> nn.Module:
+    """c8 M s16 r16x3: 986 parameters, depth from one separable block's weights used thrice."""
+    return PlanNet("c8 M s16 r16x3", num_classes)
+
+
+@register_model(source="records study: <= 1,000 parameters, one separable block shared 4 times")
+def shared_1k_deep(num_classes: int = 10) -> nn.Module:
+    """c8 M s15 r15x4: 950 parameters, narrower than shared_1k for one application more."""
+    return PlanNet("c8 M s15 r15x4", num_classes)

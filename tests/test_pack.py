@@ -26,7 +26,8 @@ from mnist_lab.train_pack import pack_problem, train_pack
 # The models that cannot be packed (each test below says why); every other model must pack, so a
 # new model that packs needs no edit here.
 UNPACKABLE = {"cnn_aug", "compact_step2", "fcnn", "pytorch_example", "strided_cnn"}
-GROUPED = {"sep_1k", "sep_2k", "sep_4k"}  # pack only on a GPU: slower packed on CPU
+# depthwise convolutions: pack only on a GPU (slower packed on CPU)
+GROUPED = {"sep_1k", "sep_2k", "sep_4k", "shared_1k", "shared_1k_deep"}
 
 
 def _seeds(cfg: TrainConfig, seeds=(0, 1, 2)) -> list[TrainConfig]:
