@@ -222,10 +222,10 @@ def _add_study_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("study", nargs="?", help="a shipped study's name (see `study list`, e.g. "
                    "compact-cnn) or a study file")
     p.add_argument("-j", "--jobs", type=int, default=1, help="runs in parallel (default: 1)")
-    p.add_argument("--pack", action="store_true",
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=True,
                    help="train each variant's seeds as one packed model where the config "
-                   "allows (no dropout, layers that pack); on 2 CPU cores it measured no "
-                   "faster than runs alone, see docs/PERFORMANCE.md")
+                   "allows (no dropout, layers that pack; the rest train alone): on by "
+                   "default, --no-pack trains every run alone (docs/PERFORMANCE.md)")
     p.add_argument("--quick", action="store_true",
                    help="1 epoch, 200 training / 500 test images, one seed: a smoke run")
     p.add_argument("--block", action="append", metavar="NAME",

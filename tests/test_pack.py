@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from mnist_lab.config import RunContext, TrainConfig
+from mnist_lab.cli import main
+from mnist_lab.config import TrainConfig
 from mnist_lab.models import create_model, list_models
 from mnist_lab.packing import (
     member_opt_state,
@@ -16,10 +17,8 @@ from mnist_lab.packing import (
     packed_state,
     unpackable,
 )
-from mnist_lab.runner import Executor, run_study
 from mnist_lab.snapshot import load_snapshot
 from mnist_lab.store import Store
-from mnist_lab.study import load_study
 from mnist_lab.train import SNAPSHOT_FORMAT, train
 from mnist_lab.train_pack import pack_problem, train_pack
 
@@ -161,13 +160,13 @@ model = "compact_step2"
 """
 
 
-@pytest.mark.parametrize("pack", [True, False])
-def test_the_runner_packs_a_variants_seeds_where_it_may(pack, tmp_path, data_root):
+@pytest.mark.parametrize("flags", [[], ["--no-pack"]])
+def test_study_run_packs_a_variants_seeds_by_default(flags, tmp_path, data_root):
     (tmp_path / "packs.toml").write_text(STUDY)
-    store = Store(tmp_path / "runs")
-    counts = run_study(load_study(tmp_path / "packs.toml"), store,
-                       RunContext(data_dir=str(data_root)), executor=Executor(pack=pack))
-    assert counts == {"skipped": 0, "complete": 6}
+    assert main(["study", "run", str(tmp_path / "packs.toml"), "--runs-dir",
+                 str(tmp_path / "runs"), "--data-dir", str(data_root), *flags]) == 0
+    store, pack = Store(tmp_path / "runs"), not flags
+    assert len(store.runs(study="packs", status="complete")) == 6
     packed = {r.label.variant: r.timing.packed for r in store.runs(study="packs")}
     assert packed == ({"mlp": 3, "dropout": None} if pack else {"mlp": None, "dropout": None})
     assert all(r.checkpoint and store.outputs(r.id) is not None for r in store.runs(study="packs"))
