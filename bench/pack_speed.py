@@ -65,7 +65,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["compact_step3", "fast_cnn", "mlp"])
     p.add_argument("--seeds", type=int, default=3, help="K: runs in the pack")
-    p.add_argument("--subset", type=int, default=20000, help="training images per run")
+    p.add_argument("--subset", type=int, default=20000,
+                   help="training images per run (0: all 60,000)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--core-peak-gflops", type=float, default=78.4,
@@ -100,7 +101,8 @@ def main() -> None:
         t_alone, t = time.perf_counter() - t, time.perf_counter()
         packed = train_pack(cfgs, data)
         t_packed = time.perf_counter() - t
-        work = args.seeds * args.subset * args.epochs * train_flops(base) / 1e9  # GFLOP
+        images = args.subset or 60_000
+        work = args.seeds * images * args.epochs * train_flops(base) / 1e9  # GFLOP
         rates = [work / sum(e.seconds for o in alone for e in o.history),
                  work / sum(e.seconds for e in packed[0].history)]  # members share epochs
         shown = " → ".join(f"{r:.1f} ({100 * r / args.core_peak_gflops:.0f}%)" for r in rates)
