@@ -87,7 +87,12 @@ def make_pool(executor: Executor, ctx: RunContext, datasets: set[str]) -> Pool:
 
 def packed(tasks: list[Task], snapshots: bool) -> list[Task | PackTask]:
     """The tasks with each config's seeds gathered into packs where they can train as one
-    (train_pack.pack_problem) and, with snapshots, have trained equally far; the rest alone."""
+    (train_pack.pack_problem) and, with snapshots, have trained equally far; the rest alone.
+
+    The most work first, a pack counting as all its members: a pack of three queued behind
+    single runs would finish alone while the other workers sit idle (packs already give up
+    the seed-major order, finishing variant by variant).
+    """
     groups: dict[str, list[Task]] = {}
     for task in tasks:  # by config less its seed, in the order the runs come
         groups.setdefault(dataclasses.replace(task[0], seed=0).key(), []).append(task)
@@ -100,7 +105,13 @@ def packed(tasks: list[Task], snapshots: bool) -> list[Task | PackTask]:
                 out.append(tuple(list(column) for column in zip(*chunk, strict=True)))
             else:
                 out.extend(chunk)
-    return out
+    return sorted(out, key=lambda task: -_work(task))
+
+
+def _work(task: Task | PackTask) -> int:
+    """Training images a task passes over, all members of a pack together."""
+    cfgs = task[0] if isinstance(task[0], list) else [task[0]]
+    return sum(_images_seen(cfg) for cfg in cfgs)
 
 
 def _results(tasks: list[Task | PackTask], pool: Pool) -> Iterator[RunRecord]:

@@ -132,7 +132,7 @@ class _Pack:
             loss_sum += losses.detach() * len(y)
             correct += (out.argmax(2) == y).sum(0)
             self.step += 1
-            self.images_seen += len(y)
+            self.images_seen += y.numel()  # every member's images: a single run's count x k
             bar.update(1)
             for m, finite in enumerate(torch.isfinite(losses.detach()).tolist()):
                 alive[m] = alive[m] and finite

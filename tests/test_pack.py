@@ -6,8 +6,9 @@ import dataclasses
 import pytest
 import torch
 
+from mnist_lab import runner
 from mnist_lab.cli import main
-from mnist_lab.config import TrainConfig
+from mnist_lab.config import RunContext, TrainConfig
 from mnist_lab.models import create_model, list_models
 from mnist_lab.packing import (
     member_opt_state,
@@ -17,6 +18,7 @@ from mnist_lab.packing import (
     packed_state,
     unpackable,
 )
+from mnist_lab.record import StudyLabel
 from mnist_lab.snapshot import load_snapshot
 from mnist_lab.store import Store
 from mnist_lab.train import SNAPSHOT_FORMAT, train
@@ -101,6 +103,10 @@ def test_a_member_is_the_run_trained_alone(mnist):
         assert packed.status == alone.status == "complete" and packed.timing.packed == 3
         assert _history(packed) == pytest.approx(_history(alone), rel=1e-5, abs=1e-6)
         assert packed.params == alone.params
+        # a member's throughput counts its own images (as alone) over the pack's training time
+        seen = [o.timing.train_images_per_s * sum(e.seconds for e in o.history)
+                for o in (packed, alone)]
+        assert seen[0] == pytest.approx(seen[1]) == 2 * 1000
 
 
 def test_a_conv_member_agrees_to_rounding_over_its_first_steps(mnist):
@@ -170,3 +176,13 @@ def test_study_run_packs_a_variants_seeds_by_default(flags, tmp_path, data_root)
     packed = {r.label.variant: r.timing.packed for r in store.runs(study="packs")}
     assert packed == ({"mlp": 3, "dropout": None} if pack else {"mlp": None, "dropout": None})
     assert all(r.checkpoint and store.outputs(r.id) is not None for r in store.runs(study="packs"))
+
+
+def test_packs_queue_before_single_runs_of_less_work():
+    # seed-major, as the runner's pending list comes: the dropout net cannot pack, the MLP can;
+    # its pack (three runs' work) must not wait behind the three single runs
+    tasks = [(TrainConfig(model=model, seed=seed), RunContext(), StudyLabel("s", "b", model, seed))
+             for seed in (0, 1, 2) for model in ("compact_step2", "mlp")]
+    order = runner.packed(tasks, snapshots=False)
+    assert [len(t[0]) if isinstance(t[0], list) else 1 for t in order] == [3, 1, 1, 1]
+    assert [t[0].seed for t in order[1:]] == [0, 1, 2]
