@@ -64,6 +64,10 @@ register_preset("fast-99.4", "99.4% with any model, in three epochs", model="fas
                 model_kwargs={"c2": 48}, epochs=3, batch_size=64, lr=0.15,
                 label_smoothing=0.1, translate=0.0)
 
-# The < 8k-parameter record: the compact CNN's default recipe on a 6-epoch schedule.
-register_preset("fast-99.4-8k", "99.4% with < 8k parameters in six epochs",
-                model="compact_step3", epochs=6, batch_size=64)
+# The < 8k-parameter record: fast_cnn narrowed to 7,650 parameters, 12 epochs, the last one
+# scored with seven test-time views. Epochs (8, 10, 12) and views were chosen on a 5,000-image
+# hold-out, seeds 5-9 (bench/fast-8k-validation.toml); the compact CNN's 6-epoch recipe
+# reached 99.4% on 2 of 3 bench seeds, this on 5 of 5 (docs/PERFORMANCE.md, round four).
+register_preset("fast-99.4-8k", "99.4% with < 8k parameters in twelve epochs",
+                model="fast_cnn", model_kwargs={"c1": 8, "c2": 16, "c3": 40}, epochs=12,
+                batch_size=64, lr=0.3, tta="rot5+shift1")
