@@ -5,7 +5,8 @@ either depthwise-separable 3x3 blocks (sep_*: a per-channel 3x3 filter and a 1x1
 parameters for c -> d channels against 9cd, so the budget buys width) or full convolutions in the
 compact CNN's shape (conv_*), one max-pool, global average pooling and a linear head; batch norm
 and ReLU after every convolution. Convolutions are unpadded, as in the compact CNN: the 26x26
-and 24x24 layers are where the FLOPs are, and they stay narrow.
+and 24x24 layers are where the FLOPs are, and they stay narrow. At 1,000 parameters a layer of
+its own costs too much width, so shared_* apply one separable block several times.
 
 The single-model block's `strided_cnn` is the one exception: Deotte's Kaggle net, two stages of
 convolutions that downsample with a strided 5x5 instead of pooling, and dropout.
