@@ -67,8 +67,8 @@ class Executor:
     address: str | None = None  # ray: the cluster (None: start Ray in this process)
     gpus_per_run: float = 0.0  # ray: GPUs each run asks for
     # Train a variant's seeds as one packed model where the config allows (pack_problem); the
-    # rest alone. On 1 CPU thread a pack of 3 compact CNNs trained 1.10x as fast as its runs
-    # one after another, conv_2k's 1.43x, fast_cnn's and the MLP's 1.0x (bench/pack_speed.py,
+    # rest alone. On 1 CPU thread a pack of 3 compact CNNs trained 1.08x as fast as its runs
+    # one after another, conv_2k's 1.37x, fast_cnn's and the MLP's 0.91x (bench/pack_speed.py,
     # docs/PERFORMANCE.md); on a GPU it is what fills the device.
     pack: bool = True
 
