@@ -1,13 +1,14 @@
-"""Keep freed memory in the process: glibc's allocator otherwise costs small nets a third of
+"""Keep freed memory in the process: glibc's allocator otherwise costs small nets a fifth of
 their training time.
 
 glibc serves a request above its mmap threshold (128 KiB, rising dynamically) with fresh pages
 from the kernel and returns them on free, and gives the top of the heap back once more than
 the trim threshold is free. A training step allocates and frees the same activation-sized
 buffers (hundreds of KiB to a few MiB for the compact CNN) every step, so each step faulted
-in and zeroed new pages: the compact CNN trained at 4,100 images/s on one thread, 5,800 with
-freed memory kept for reuse (docs/PERFORMANCE.md, round four). jemalloc or tcmalloc would do
-the same, as a preload the user must install; `mallopt` needs nothing.
+in and zeroed 15 MB of new pages. With freed memory kept for reuse (and ReLU in place), an
+epoch of the compact CNN on one thread went from ~4,000 to ~5,000 images/s
+(docs/PERFORMANCE.md, round four). jemalloc or tcmalloc would do the same, as a preload the
+user must install; `mallopt` needs nothing.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from mnist_lab.models import (
     list_models,
     model_entry,
 )
+from mnist_lab.record_models import PlanNet
 
 # Sizes the reference studies state as ranges; any other model states its exact count in its
 # docstring's first line ("...: 3,506 parameters."), and is held to that.
@@ -129,3 +130,13 @@ def test_forward_mflops_counts_a_known_model():
     assert forward_mflops(create_model("softmax")) == pytest.approx(2 * 784 * 10 / 1e6)
     # a depthwise-separable block costs less than the full convolution it replaces
     assert forward_mflops(create_model("sep_4k")) < forward_mflops(create_model("compact_step3"))
+
+
+def test_a_shared_block_counts_its_convolution_once():
+    # one more application of the shared separable block adds only its batch norm (2 x 16)
+    three, four = PlanNet("c8 M s16 r16x3"), PlanNet("c8 M s16 r16x4")
+    assert count_params(four) - count_params(three) == 32
+    assert count_params(three) == count_params(create_model("shared_1k")) == 986
+    assert four(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="keeps the width"):
+        PlanNet("c8 M s16 r12x3")
