@@ -33,7 +33,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from mnist_lab.augment import Augment, random_affine  # noqa: E402
+from mnist_lab.augment import Augment, random_warp  # noqa: E402
 from mnist_lab.cli import _parse_kv  # noqa: E402
 from mnist_lab.config import TrainConfig  # noqa: E402
 from mnist_lab.data import load  # noqa: E402
@@ -54,7 +54,7 @@ class MNISTDataset(Dataset):
     def __getitem__(self, i: int):
         x = torch.from_numpy(self.images[i]).float().div(255).unsqueeze(0)  # ToTensor
         if self.aug is not None and self.aug.active:  # RandomAffine, per sample
-            x = random_affine(x.unsqueeze(0), self.aug, torch.default_generator)[0]
+            x = random_warp(x.unsqueeze(0), self.aug, torch.default_generator)[0]
         return (x - self.mean) / self.std, int(self.labels[i])  # Normalize
 
 

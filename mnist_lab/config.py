@@ -88,6 +88,10 @@ class TrainConfig:
     tta: str = _f("none", "test-time augmentation of the last epoch's evaluation (validation "
                           "and test): the view set of tta.py whose softmax is averaged",
                   choices=TTA_VIEWS, late=True)
+    # Simard et al. (2003): alpha 34 with their sigma of 4 pixels, which elastic keeps fixed.
+    elastic: float = _f(0.0, "augmentation: elastic distortion, the scale alpha in pixels of a "
+                             "random displacement field smoothed by a Gaussian of sigma 4 "
+                             "pixels (Simard et al. 2003: 34; 0: off)", late=True)
     # A model file's absolute path and the sha256 of its bytes, filled in when a config naming
     # one is resolved (user_models.resolve_model), never a flag. The hash enters the key, the
     # path does not: editing the file is a new experiment, moving it is not.
@@ -109,7 +113,7 @@ class TrainConfig:
             (self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}"),
             (0 <= self.warmup < 1, "warmup must be in [0, 1)"),
             (self.step_size >= 1 and self.gamma > 0, "step schedule: step_size >= 1, gamma > 0"),
-            (min(self.rotate, self.translate, self.scale, self.shear) >= 0,
+            (min(self.rotate, self.translate, self.scale, self.shear, self.elastic) >= 0,
              "augmentation ranges must be >= 0"),
             (self.translate < 1 and self.scale < 1, "translate and scale must be < 1"),
             (min(self.val_size, self.subset, self.test_subset) >= 0,

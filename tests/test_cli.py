@@ -225,6 +225,8 @@ TRAIN = ("train", "--no-progress", "--epochs", "1", "--data-dir", "{data}", "--r
     pytest.param((*TRAIN, "--subset", "70000"), "subset size must be between", id="big-subset"),
     pytest.param((*TRAIN, "--lr", "abc"), "invalid float value: 'abc'", id="lr-not-a-number"),
     pytest.param((*TRAIN, "--ema", "1"), "ema is a decay per step in [0, 1), got 1", id="ema-1"),
+    pytest.param((*TRAIN, "--elastic=-1"), "augmentation ranges must be >= 0",
+                 id="negative-elastic"),
     *[pytest.param((*TRAIN, *flags), phrase, id=f"overflow-{'-'.join(flags)}")
       for flags, phrase in [
           (("--lr", "1e40"), "lr must be a finite number within float32's range"),
