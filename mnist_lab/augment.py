@@ -14,7 +14,8 @@ from .data import InputStats
 
 @dataclass(frozen=True)
 class Augment:
-    """Ranges of the random affine transform; all zero means no augmentation."""
+    """Ranges of the random affine transform and the elastic field's scale; all zero means no
+    augmentation."""
 
     rotate: float = 0.0  # max rotation, degrees (uniform in ±rotate)
     translate: float = 0.0  # max shift as a fraction of the image side (uniform in ±translate)
