@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import TrainConfig
 from .data import InputStats
 
 
@@ -22,6 +23,11 @@ class Augment:
     scale: float = 0.0  # max relative zoom (uniform in 1 ± scale)
     shear: float = 0.0  # max shear angle, degrees
     elastic: float = 0.0  # elastic distortion: the smoothed random field's scale alpha, pixels
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Augment:
+        """The augmentation a training config asks for."""
+        return cls(cfg.rotate, cfg.translate, cfg.scale, cfg.shear, cfg.elastic)
 
     @property
     def active(self) -> bool:

@@ -93,7 +93,7 @@ class _Trainer:
         self.cfg, self.data, self.device = cfg, data, device
         self.stats = input_stats(cfg.dataset, cfg.normalize)
         self.train_split, self.val_split, self.test_split = make_splits(cfg, data)
-        self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear, cfg.elastic)
+        self.aug = Augment.of(cfg)
         torch.manual_seed(cfg.seed)
         # Channels-last: oneDNN vectorises convolutions, pooling and batch norm over channels
         # in NHWC. On 2 CPU cores inference is ~1.5x faster for every conv model and training

@@ -87,7 +87,7 @@ class _Pack:
         self.cfgs, self.k, self.device, cfg = cfgs, len(cfgs), device, cfgs[0]
         self.stats = input_stats(cfg.dataset, cfg.normalize)
         self.splits = [make_splits(c, data) for c in cfgs]
-        self.aug = Augment(cfg.rotate, cfg.translate, cfg.scale, cfg.shear, cfg.elastic)
+        self.aug = Augment.of(cfg)
         self.members = []
         for c in cfgs:  # seeded as each run alone seeds its model
             torch.manual_seed(c.seed)
